@@ -1,0 +1,281 @@
+"""Stage 1 — ingest: read a dataset (BEIR, MS MARCO or Parquet) into corpus, queries and qrels tables.
+
+Layouts:
+    beir     corpus.jsonl, queries.jsonl, qrels/{split}.tsv           (Thakur et al., NeurIPS 2021)
+    msmarco  collection.tsv, queries.{split}.tsv or queries.tsv, qrels.{split}.tsv (TREC: qid 0 pid rel)
+    parquet  corpus.parquet, queries.parquet, qrels/{split}.parquet or qrels.parquet
+
+Everything is validated before anything is written: invalid JSON, missing or mistyped fields,
+wrong column counts, duplicate ids, empty text, qrels naming unknown queries or documents and
+undecodable bytes each raise :class:`BadInputError` naming the file, the line (or row) and the field.
+Queries without a positive (relevance > 0) in the chosen split are left out and counted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+
+from negmine.errors import BadInputError
+from negmine.io import read_table
+from negmine.schemas import CORPUS, QRELS, QUERIES
+
+FORMATS = ("auto", "beir", "msmarco", "parquet")
+
+
+@dataclass
+class Dataset:
+    corpus: pa.Table
+    queries: pa.Table
+    qrels: pa.Table
+    stats: dict = field(default_factory=dict)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, line without its end) for non-blank lines; BOM and CRLF tolerated."""
+    if not path.exists():
+        raise BadInputError(path, "file does not exist")
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadInputError(path, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line=number) from None
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield number, line
+
+
+def _json_records(path: Path, id_field: str, fields: dict[str, bool]) -> Iterator[tuple[int, dict]]:
+    """Parse JSON lines; ``fields`` maps a field name to whether it is required."""
+    for number, line in _lines(path):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadInputError(path, f"invalid JSON ({exc.msg} at column {exc.colno})", line=number) from None
+        if not isinstance(record, dict):
+            raise BadInputError(path, f"expected a JSON object, found {type(record).__name__}", line=number)
+        doc_id = record.get(id_field)
+        if doc_id is None:
+            raise BadInputError(path, "missing id", line=number, field=id_field)
+        if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
+            raise BadInputError(path, f"id must be a string or integer, found {type(doc_id).__name__}", line=number, field=id_field)
+        out = {"id": str(doc_id)}
+        for name, required in fields.items():
+            value = record.get(name)
+            if value is None:
+                if required:
+                    raise BadInputError(path, "missing field", line=number, field=name)
+                out[name] = None
+                continue
+            if not isinstance(value, str):
+                raise BadInputError(path, f"expected a string, found {type(value).__name__}", line=number, field=name)
+            out[name] = value
+        yield number, out
+
+
+def _tsv_rows(path: Path, columns: int, skip_header: str | None = None) -> Iterator[tuple[int, list[str]]]:
+    for number, line in _lines(path):
+        parts = line.split("\t")
+        if skip_header is not None and number == 1 and parts[0].strip() == skip_header:
+            continue
+        if len(parts) != columns:
+            raise BadInputError(path, f"expected {columns} tab-separated columns, found {len(parts)}", line=number)
+        yield number, parts
+
+
+class _Collector:
+    """Accumulates rows of one table, rejecting duplicate ids and empty text with their location."""
+
+    def __init__(self, path: Path, id_field: str, unit: str = "line"):
+        self.path, self.id_field, self.unit = path, id_field, unit
+        self.ids: list[str] = []
+        self.seen: dict[str, int] = {}
+        self.columns: dict[str, list] = {}
+
+    def add(self, where: int, doc_id: str, **values) -> None:
+        if not doc_id.strip():
+            raise self._error(where, "empty id", self.id_field)
+        if doc_id in self.seen:
+            raise self._error(where, f"duplicate id {doc_id!r} (first seen at {self.unit} {self.seen[doc_id]})", self.id_field)
+        text, title = values.get("text"), values.get("title")
+        if not (text or "").strip() and not (title or "").strip():
+            raise self._error(where, f"empty text for id {doc_id!r}", "text")
+        self.seen[doc_id] = where
+        self.ids.append(doc_id)
+        for key, value in values.items():
+            self.columns.setdefault(key, []).append(value)
+
+    def _error(self, where: int, message: str, field_name: str) -> BadInputError:
+        if self.unit == "line":
+            return BadInputError(self.path, message, line=where, field=field_name)
+        return BadInputError(self.path, f"row {where}: {message}", field=field_name)
+
+
+def _qrels_rows(rows: Iterator[tuple[int, str, str, str]], path: Path, unit: str) -> dict[str, list]:
+    out: dict[str, list] = {"query_id": [], "doc_id": [], "relevance": [], "where": []}
+    for where, qid, did, rel in rows:
+        try:
+            relevance = int(rel)
+        except ValueError:
+            location = {"line": where} if unit == "line" else {}
+            prefix = "" if unit == "line" else f"row {where}: "
+            raise BadInputError(path, f"{prefix}relevance must be an integer, found {rel!r}", field="relevance", **location) from None
+        out["query_id"].append(qid.strip())
+        out["doc_id"].append(did.strip())
+        out["relevance"].append(relevance)
+        out["where"].append(where)
+    return out
+
+
+def read_beir(data_dir: str | Path, split: str = "train") -> Dataset:
+    data_dir = Path(data_dir)
+    corpus_path, queries_path = data_dir / "corpus.jsonl", data_dir / "queries.jsonl"
+    corpus = _Collector(corpus_path, "_id")
+    for number, rec in _json_records(corpus_path, "_id", {"title": False, "text": True}):
+        corpus.add(number, rec["id"], title=rec["title"], text=rec["text"])
+    queries = _Collector(queries_path, "_id")
+    for number, rec in _json_records(queries_path, "_id", {"text": True}):
+        queries.add(number, rec["id"], text=rec["text"])
+    qrels_path = data_dir / "qrels" / f"{split}.tsv"
+    rows = ((n, p[0], p[1], p[2]) for n, p in _tsv_rows(qrels_path, 3, skip_header="query-id"))
+    qrels = _qrels_rows(rows, qrels_path, "line")
+    return _assemble(corpus, queries, qrels, qrels_path, "line", split)
+
+
+def read_msmarco(data_dir: str | Path, split: str = "train") -> Dataset:
+    data_dir = Path(data_dir)
+    corpus_path = data_dir / "collection.tsv"
+    corpus = _Collector(corpus_path, "pid")
+    for number, (pid, text) in _tsv_rows(corpus_path, 2):
+        corpus.add(number, pid.strip(), title=None, text=text)
+    queries_path = data_dir / f"queries.{split}.tsv"
+    if not queries_path.exists():
+        queries_path = data_dir / "queries.tsv"
+    queries = _Collector(queries_path, "qid")
+    for number, (qid, text) in _tsv_rows(queries_path, 2):
+        queries.add(number, qid.strip(), text=text)
+    qrels_path = data_dir / f"qrels.{split}.tsv"
+    rows = []
+    for number, line in _lines(qrels_path):
+        parts = line.split()
+        if len(parts) != 4:
+            raise BadInputError(qrels_path, f"expected 4 columns (qid iter pid relevance), found {len(parts)}", line=number)
+        rows.append((number, parts[0], parts[2], parts[3]))
+    qrels = _qrels_rows(iter(rows), qrels_path, "line")
+    return _assemble(corpus, queries, qrels, qrels_path, "line", split)
+
+
+def read_parquet_dataset(data_dir: str | Path, split: str = "train") -> Dataset:
+    data_dir = Path(data_dir)
+    corpus_path, queries_path = data_dir / "corpus.parquet", data_dir / "queries.parquet"
+    qrels_path = data_dir / "qrels" / f"{split}.parquet"
+    if not qrels_path.exists():
+        qrels_path = data_dir / "qrels.parquet"
+    corpus_table = read_table(corpus_path, CORPUS, "corpus")
+    queries_table = read_table(queries_path, QUERIES, "queries")
+    qrels_table = read_table(qrels_path, QRELS, "qrels")
+    corpus = _Collector(corpus_path, "doc_id", unit="row")
+    for row, (did, title, text) in enumerate(zip(*(corpus_table.column(c).to_pylist() for c in CORPUS.names))):
+        corpus.add(row, did, title=title, text=text)
+    queries = _Collector(queries_path, "query_id", unit="row")
+    for row, (qid, text) in enumerate(zip(*(queries_table.column(c).to_pylist() for c in QUERIES.names))):
+        queries.add(row, qid, text=text)
+    columns = [qrels_table.column(c).to_pylist() for c in QRELS.names]
+    rows = ((row, q, d, str(r)) for row, (q, d, r) in enumerate(zip(*columns)))
+    qrels = _qrels_rows(rows, qrels_path, "row")
+    return _assemble(corpus, queries, qrels, qrels_path, "row", split)
+
+
+def _assemble(corpus: _Collector, queries: _Collector, qrels: dict, qrels_path: Path, unit: str, split: str) -> Dataset:
+    if not corpus.ids:
+        raise BadInputError(corpus.path, "corpus is empty")
+    if not qrels["query_id"]:
+        raise BadInputError(qrels_path, f"no judgements in split {split!r}")
+    seen_pairs: dict[tuple[str, str], int] = {}
+    for qid, did, where in zip(qrels["query_id"], qrels["doc_id"], qrels["where"]):
+        location = {"line": where} if unit == "line" else {}
+        prefix = "" if unit == "line" else f"row {where}: "
+        if qid not in queries.seen:
+            raise BadInputError(qrels_path, f"{prefix}unknown query {qid!r} (not in {queries.path.name})", field="query-id" if unit == "line" else "query_id", **location)
+        if did not in corpus.seen:
+            raise BadInputError(qrels_path, f"{prefix}unknown document {did!r} (not in {corpus.path.name})", field="corpus-id" if unit == "line" else "doc_id", **location)
+        if (qid, did) in seen_pairs:
+            raise BadInputError(qrels_path, f"{prefix}duplicate judgement for ({qid!r}, {did!r}) (first at {unit} {seen_pairs[(qid, did)]})", **location)
+        seen_pairs[(qid, did)] = where
+    with_positive = {q for q, r in zip(qrels["query_id"], qrels["relevance"]) if r > 0}
+    kept = [i for i, qid in enumerate(queries.ids) if qid in with_positive]
+    judged = set(qrels["query_id"])
+    corpus_table = pa.table({"doc_id": corpus.ids, "title": corpus.columns["title"], "text": corpus.columns["text"]}, schema=CORPUS)
+    queries_table = pa.table(
+        {"query_id": [queries.ids[i] for i in kept], "text": [queries.columns["text"][i] for i in kept]}, schema=QUERIES
+    )
+    keep_q = set(queries_table.column("query_id").to_pylist())
+    mask = [q in keep_q for q in qrels["query_id"]]
+    qrels_table = pa.table(
+        {k: [v for v, m in zip(qrels[k], mask) if m] for k in ("query_id", "doc_id", "relevance")}, schema=QRELS
+    )
+    stats = {
+        "split": split,
+        "documents": corpus_table.num_rows,
+        "queries_in_file": len(queries.ids),
+        "queries_with_positives": queries_table.num_rows,
+        "queries_judged_without_positive": len(judged - with_positive),
+        "queries_not_in_split": len(queries.ids) - len(judged),
+        "qrels": qrels_table.num_rows,
+        "positives": sum(1 for r in qrels_table.column("relevance").to_pylist() if r > 0),
+    }
+    return Dataset(corpus_table, queries_table, qrels_table, stats)
+
+
+def detect_format(data_dir: str | Path) -> str:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise BadInputError(data_dir, "data directory does not exist")
+    if (data_dir / "corpus.jsonl").exists():
+        return "beir"
+    if (data_dir / "collection.tsv").exists():
+        return "msmarco"
+    if (data_dir / "corpus.parquet").exists():
+        return "parquet"
+    raise BadInputError(
+        data_dir,
+        "cannot tell the layout: expected corpus.jsonl (beir), collection.tsv (msmarco) or corpus.parquet (parquet)",
+    )
+
+
+def source_files(data_dir: str | Path, fmt: str, split: str = "train") -> list[Path]:
+    """The files a layout reads for ``split`` (what the ingest stage's freshness is keyed on)."""
+    data_dir = Path(data_dir)
+    if fmt == "beir":
+        files = [data_dir / "corpus.jsonl", data_dir / "queries.jsonl", data_dir / "qrels" / f"{split}.tsv"]
+    elif fmt == "msmarco":
+        queries = data_dir / f"queries.{split}.tsv"
+        files = [data_dir / "collection.tsv", queries if queries.exists() else data_dir / "queries.tsv", data_dir / f"qrels.{split}.tsv"]
+    elif fmt == "parquet":
+        qrels = data_dir / "qrels" / f"{split}.parquet"
+        files = [data_dir / "corpus.parquet", data_dir / "queries.parquet", qrels if qrels.exists() else data_dir / "qrels.parquet"]
+    else:
+        raise BadInputError(data_dir, f"unknown format {fmt!r}; choose from {sorted(FORMATS)}")
+    for path in files:
+        if not path.exists():
+            raise BadInputError(path, f"file does not exist (needed by the {fmt} layout, split {split!r})")
+    return files
+
+
+READERS = {"beir": read_beir, "msmarco": read_msmarco, "parquet": read_parquet_dataset}
+
+
+def ingest(data_dir: str | Path, fmt: str = "auto", split: str = "train") -> Dataset:
+    """Read and validate a dataset; return corpus, queries (those with a positive in ``split``) and qrels."""
+    if fmt not in FORMATS:
+        raise BadInputError(data_dir, f"unknown format {fmt!r}; choose from {sorted(FORMATS)}")
+    if fmt == "auto":
+        fmt = detect_format(data_dir)
+    return READERS[fmt](data_dir, split)

@@ -1,0 +1,111 @@
+"""Stage 4 — sample negatives from candidate pools with a strategy; writes the negatives triple table.
+
+Every strategy is a function ``(pool, pos_index, num_negatives, rng, **params) -> indices into the
+pool`` in one module of this package. The driver here keeps the invariants of DESIGN.md for all of
+them: labelled positives are removed from pools before a strategy sees them, indices are unique,
+at most ``num_negatives`` per (query, positive), and each pair's generator depends only on
+(seed, query_id, pos_id), so the same inputs and seed give byte-identical output.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import Counter
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from negmine.errors import StageError
+from negmine.sample.pool import QueryPool, build_pools, rng_for
+from negmine.sample.rank_range import range_negatives
+from negmine.sample.simans import simans_negatives
+from negmine.sample.topk import topk_negatives
+from negmine.schemas import NEGATIVES
+
+STRATEGIES: dict[str, Callable[..., np.ndarray]] = {
+    "topk": topk_negatives,
+    "range": range_negatives,
+    "simans": simans_negatives,
+}
+
+
+def strategy_params(strategy: str) -> dict[str, object]:
+    """The tunable parameters of a strategy and their defaults (from its signature)."""
+    if strategy not in STRATEGIES:
+        raise StageError(f"unknown strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
+    signature = inspect.signature(STRATEGIES[strategy])
+    return {n: p.default for n, p in list(signature.parameters.items())[4:]}
+
+
+def sample_pools(pools: list[QueryPool], strategy: str, num_negatives: int = 7, seed: int = 42, **params) -> tuple[pa.Table, dict]:
+    """Apply ``strategy`` to every (query, positive) pair of ``pools``; return (negatives, stats)."""
+    allowed = strategy_params(strategy)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise StageError(f"strategy {strategy!r} has no parameter(s) {unknown}; it takes {sorted(allowed)}")
+    if num_negatives < 1:
+        raise StageError(f"num_negatives must be at least 1, got {num_negatives}")
+    fn = STRATEGIES[strategy]
+    cols: dict[str, list] = {k: [] for k in ("query_id", "pos_id", "neg_id", "neg_rank", "score", "pos_score", "source_rank")}
+    short = 0
+    per_pair = Counter()
+    for pool in pools:
+        for pos_index, (pos_id, pos_score) in enumerate(pool.positives):
+            rng = rng_for(seed, pool.query_id, pos_id)
+            chosen = np.asarray(fn(pool, pos_index, num_negatives, rng, **params), dtype=np.int64)
+            if len(chosen) > num_negatives or len(np.unique(chosen)) != len(chosen):
+                raise StageError(f"strategy {strategy!r} broke an invariant for query {pool.query_id!r}")
+            short += len(chosen) < num_negatives
+            per_pair[len(chosen)] += 1
+            for neg_rank, i in enumerate(chosen, start=1):
+                cols["query_id"].append(pool.query_id)
+                cols["pos_id"].append(pos_id)
+                cols["neg_id"].append(pool.doc_ids[i])
+                cols["neg_rank"].append(neg_rank)
+                cols["score"].append(float(pool.scores[i]))
+                cols["pos_score"].append(pos_score)
+                cols["source_rank"].append(int(pool.ranks[i]))
+    n = len(cols["query_id"])
+    table = pa.table(
+        {
+            "query_id": cols["query_id"],
+            "pos_id": cols["pos_id"],
+            "neg_id": cols["neg_id"],
+            "neg_rank": pa.array(cols["neg_rank"], pa.int32()),
+            "strategy": [strategy] * n,
+            "retriever_score": pa.array(cols["score"], pa.float32()),
+            "pos_retriever_score": pa.array(cols["pos_score"], pa.float32()),
+            "ce_score": pa.nulls(n, pa.float32()),
+            "pos_ce_score": pa.nulls(n, pa.float32()),
+            "source_rank": pa.array(cols["source_rank"], pa.int32()),
+            "cluster_id": pa.nulls(n, pa.int32()),
+        },
+        schema=NEGATIVES,
+    )
+    pairs = sum(per_pair.values())
+    stats = {
+        "strategy": strategy,
+        "queries": len({p.query_id for p in pools if p.positives}),
+        "pairs": pairs,
+        "negatives": n,
+        "negatives_per_pair": round(n / pairs, 3) if pairs else 0.0,
+        "pairs_short_of_num_negatives": short,
+        "pairs_by_count": {str(k): v for k, v in sorted(per_pair.items())},
+    }
+    return table, stats
+
+
+def sample_negatives(
+    candidates: pa.Table,
+    positive_scores: pa.Table | None,
+    qrels: pa.Table,
+    queries: pa.Table,
+    strategy: str = "simans",
+    num_negatives: int = 7,
+    seed: int = 42,
+    **params,
+) -> tuple[pa.Table, dict]:
+    """Build pools from ``candidates`` (positives removed) and sample ``num_negatives`` per (query, positive)."""
+    pools = build_pools(candidates, positive_scores, qrels, queries)
+    return sample_pools(pools, strategy, num_negatives, seed, **params)

@@ -1,0 +1,90 @@
+"""Arrow schemas of every negmine table, declared once (see DESIGN.md, "Tables").
+
+Every read goes through :func:`negmine.io.read_table`, which checks the file against the
+schema named here; every write goes through :func:`negmine.io.write_table`, which casts to it.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+CORPUS = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("title", pa.string(), nullable=True),
+        pa.field("text", pa.string(), nullable=False),
+    ]
+)
+
+QUERIES = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+    ]
+)
+
+QRELS = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("relevance", pa.int32(), nullable=False),
+    ]
+)
+
+CANDIDATES = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+    ]
+)
+
+# s(q, d+) for every labelled positive, whether or not retrieval found it.
+# rank is the positive's rank in the same source's candidates, null when it was not retrieved.
+POSITIVE_SCORES = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=True),
+        pa.field("score", pa.float32(), nullable=False),
+    ]
+)
+
+CLUSTERS = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("cluster_id", pa.int32(), nullable=False),
+        pa.field("distance", pa.float32(), nullable=False),
+    ]
+)
+
+NEGATIVES = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("pos_id", pa.string(), nullable=False),
+        pa.field("neg_id", pa.string(), nullable=False),
+        pa.field("neg_rank", pa.int32(), nullable=False),
+        pa.field("strategy", pa.string(), nullable=False),
+        pa.field("retriever_score", pa.float32(), nullable=True),
+        pa.field("pos_retriever_score", pa.float32(), nullable=True),
+        pa.field("ce_score", pa.float32(), nullable=True),
+        pa.field("pos_ce_score", pa.float32(), nullable=True),
+        pa.field("source_rank", pa.int32(), nullable=True),
+        pa.field("cluster_id", pa.int32(), nullable=True),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "corpus": CORPUS,
+    "queries": QUERIES,
+    "qrels": QRELS,
+    "candidates": CANDIDATES,
+    "positive_scores": POSITIVE_SCORES,
+    "clusters": CLUSTERS,
+    "negatives": NEGATIVES,
+}

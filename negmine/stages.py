@@ -1,0 +1,221 @@
+"""Stage runners: read a run's tables, call one library function, write its outputs, record the manifest.
+
+These are what the CLI commands and ``negmine mine`` call. Each runner skips its work when the
+manifest says config and inputs are unchanged and the outputs are intact (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from negmine.io import read_table, write_table
+from negmine.run import Run, measure
+from negmine.schemas import CANDIDATES, CORPUS, NEGATIVES, POSITIVE_SCORES, QRELS, QUERIES
+
+SOURCES = ("bm25", "dense")
+
+
+@dataclass
+class StageResult:
+    stage: str
+    skipped: bool
+    entry: dict = field(default_factory=dict)
+
+
+def _run_stage(run: Run, stage: str, config: dict, inputs: list[Path], outputs: list[Path], compute: Callable[[], dict], force: bool = False) -> StageResult:
+    if not force and run.is_fresh(stage, config, inputs):
+        return StageResult(stage, True, run.manifest["stages"][stage])
+    with measure() as m:
+        stats = compute()
+    return StageResult(stage, False, run.record(stage, config, inputs, outputs, m, stats))
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Send what native code (the JVM's logger) prints on fd 1 to stderr, keeping stdout for results."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def table_path(run: Run, name: str) -> Path:
+    return run.file(f"{name}.parquet")
+
+
+def ingest_stage(run: Run, data_dir: str | Path, fmt: str = "auto", split: str = "train", force: bool = False) -> StageResult:
+    from negmine import ingest as ingest_mod
+
+    fmt_resolved = ingest_mod.detect_format(data_dir) if fmt == "auto" else fmt
+    inputs = ingest_mod.source_files(data_dir, fmt_resolved, split)
+    outputs = [table_path(run, n) for n in ("corpus", "queries", "qrels")]
+    config = {"format": fmt_resolved, "split": split}
+
+    def compute():
+        dataset = ingest_mod.ingest(data_dir, fmt_resolved, split)
+        write_table(dataset.corpus, outputs[0], CORPUS)
+        write_table(dataset.queries, outputs[1], QUERIES)
+        write_table(dataset.qrels, outputs[2], QRELS)
+        return dataset.stats
+
+    return _run_stage(run, "ingest", config, inputs, outputs, compute, force)
+
+
+def _inputs(run: Run, *names: str) -> list[Path]:
+    return [table_path(run, n) for n in names]
+
+
+def bm25_stage(run: Run, k: int = 100, k1: float = 0.9, b: float = 0.4, threads: int = 1, backend: str = "pyserini", force: bool = False) -> StageResult:
+    from negmine.bm25 import bm25_candidates
+
+    inputs = _inputs(run, "corpus", "queries", "qrels")
+    outputs = _inputs(run, "candidates_bm25", "positive_scores_bm25")
+    config = {"k": k, "k1": k1, "b": b, "backend": backend}  # threads do not change the output
+
+    def compute():
+        corpus = read_table(inputs[0], CORPUS, "corpus")
+        queries = read_table(inputs[1], QUERIES, "queries")
+        qrels = read_table(inputs[2], QRELS, "qrels")
+        index_dir = run.file("bm25_index")
+        if backend == "pyserini":
+            import shutil
+
+            stamp = run.file("bm25_index.corpus_sha256")
+            corpus_hash = run.manifest["stages"].get("ingest", {}).get("outputs", {}).get("corpus.parquet")
+            if not stamp.exists() or stamp.read_text() != str(corpus_hash):
+                shutil.rmtree(index_dir, ignore_errors=True)
+        with stdout_to_stderr():
+            candidates, positives = bm25_candidates(corpus, queries, qrels, index_dir, k, k1, b, threads, backend)
+        if backend == "pyserini":
+            stamp.write_text(str(corpus_hash))
+        write_table(candidates, outputs[0], CANDIDATES)
+        write_table(positives, outputs[1], POSITIVE_SCORES)
+        return _retrieval_stats(candidates, positives)
+
+    return _run_stage(run, "bm25", config, inputs, outputs, compute, force)
+
+
+def _retrieval_stats(candidates, positives) -> dict:
+    import pyarrow.compute as pc
+
+    found = positives.num_rows - positives.column("rank").null_count
+    return {
+        "candidates": candidates.num_rows,
+        "queries": len(pc.unique(candidates.column("query_id"))),
+        "positives": positives.num_rows,
+        "positives_retrieved": found,
+        "recall": round(found / positives.num_rows, 4) if positives.num_rows else 0.0,
+    }
+
+
+def _model_id(model: str) -> str:
+    path = Path(str(model)).expanduser()
+    return str(path.resolve()) if path.exists() else str(model)
+
+
+def embed_stage(run: Run, model: str, max_seq_length: int | None = 256, dtype: str = "float16", batch_size: int = 64, loaded=None, progress=None, force: bool = False) -> StageResult:
+    from negmine.dense import embed_corpus, load_model
+
+    inputs = _inputs(run, "corpus")
+    outputs = [run.file("embeddings/corpus.npy")]
+    config = {"model": _model_id(model), "max_seq_length": max_seq_length, "dtype": dtype, "batch_size": batch_size}
+
+    def compute():
+        corpus = read_table(inputs[0], CORPUS, "corpus")
+        st_model = loaded if loaded is not None else load_model(model, max_seq_length)
+        emb = embed_corpus(corpus, st_model, outputs[0], dtype, batch_size, chunk_size=1024, progress=progress)
+        return {"documents": int(emb.shape[0]), "dim": int(emb.shape[1]), "dtype": dtype}
+
+    return _run_stage(run, "embed", config, inputs, outputs, compute, force)
+
+
+def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None = 256, dtype: str = "float16", batch_size: int = 64, threads: int | None = None, progress=None, force: bool = False) -> list[StageResult]:
+    """Embed the corpus (cached) and search; returns the embed and dense stage results."""
+    import numpy as np
+
+    from negmine.dense import dense_candidates, load_model
+
+    holder = {}
+
+    def model_once():
+        if "model" not in holder:
+            holder["model"] = load_model(model, max_seq_length)
+        return holder["model"]
+
+    inputs_embed = _inputs(run, "corpus")
+    embed_config = {"model": _model_id(model), "max_seq_length": max_seq_length, "dtype": dtype, "batch_size": batch_size}
+    embed_loaded = None if (not force and run.is_fresh("embed", embed_config, inputs_embed)) else model_once()
+    embed = embed_stage(run, model, max_seq_length, dtype, batch_size, loaded=embed_loaded, progress=progress, force=force)
+    inputs = _inputs(run, "corpus", "queries", "qrels") + [run.file("embeddings/corpus.npy")]
+    outputs = _inputs(run, "candidates_dense", "positive_scores_dense")
+    config = {"model": _model_id(model), "k": k, "max_seq_length": max_seq_length, "batch_size": batch_size}
+
+    def compute():
+        corpus = read_table(inputs[0], CORPUS, "corpus")
+        queries = read_table(inputs[1], QUERIES, "queries")
+        qrels = read_table(inputs[2], QRELS, "qrels")
+        emb = np.load(inputs[3], mmap_mode="r")
+        candidates, positives = dense_candidates(corpus, queries, qrels, emb, model_once(), k, batch_size, threads=threads)
+        write_table(candidates, outputs[0], CANDIDATES)
+        write_table(positives, outputs[1], POSITIVE_SCORES)
+        return _retrieval_stats(candidates, positives)
+
+    return [embed, _run_stage(run, "dense", config, inputs, outputs, compute, force)]
+
+
+def sample_stage(run: Run, strategy: str = "simans", source: str = "dense", num_negatives: int = 7, seed: int = 42, params: dict | None = None, force: bool = False) -> StageResult:
+    from negmine.errors import StageError
+    from negmine.sample import sample_negatives, strategy_params
+
+    if source not in SOURCES:
+        raise StageError(f"unknown candidate source {source!r}; choose from {sorted(SOURCES)}")
+    params = {**strategy_params(strategy), **(params or {})}
+    inputs = _inputs(run, f"candidates_{source}", f"positive_scores_{source}", "qrels", "queries")
+    for path in inputs[:2]:
+        if not path.exists():
+            raise StageError(f"{path}: missing; run `negmine {source} --run {run.path}` first")
+    outputs = _inputs(run, f"negatives_{strategy}")
+    config = {"strategy": strategy, "source": source, "num_negatives": num_negatives, "seed": seed, "params": params}
+
+    def compute():
+        candidates = read_table(inputs[0], CANDIDATES, "candidates")
+        positives = read_table(inputs[1], POSITIVE_SCORES, "positive_scores")
+        qrels = read_table(inputs[2], QRELS, "qrels")
+        queries = read_table(inputs[3], QUERIES, "queries")
+        negatives, stats = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives, seed, **params)
+        write_table(negatives, outputs[0], NEGATIVES)
+        return {**stats, **score_summary(negatives)}
+
+    return _run_stage(run, f"sample.{strategy}", config, inputs, outputs, compute, force)
+
+
+def score_summary(negatives) -> dict:
+    """Distribution of negative vs positive retriever scores, and the share of negatives above their positive."""
+    import numpy as np
+
+    neg = negatives.column("retriever_score").to_numpy(zero_copy_only=False).astype(np.float64)
+    pos = negatives.column("pos_retriever_score").to_numpy(zero_copy_only=False).astype(np.float64)
+    if len(neg) == 0:
+        return {}
+
+    def quantiles(x):
+        x = x[~np.isnan(x)]
+        return {q: round(float(np.quantile(x, p)), 4) for q, p in (("p10", 0.1), ("p50", 0.5), ("p90", 0.9))} | {"mean": round(float(x.mean()), 4)}
+
+    ok = ~np.isnan(pos)
+    return {
+        "negative_score": quantiles(neg),
+        "positive_score": quantiles(pos),
+        "share_negative_above_positive": round(float(np.mean(neg[ok] > pos[ok])), 4) if ok.any() else None,
+        "mean_source_rank": round(float(np.mean(negatives.column("source_rank").to_numpy(zero_copy_only=False))), 2),
+    }

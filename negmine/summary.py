@@ -1,0 +1,69 @@
+"""The one-screen summary printed after a stage or a mine (on stderr; ``--json`` puts it on stdout)."""
+
+from __future__ import annotations
+
+from negmine.stages import StageResult
+
+
+def summary_dict(results: list[StageResult]) -> dict:
+    return {
+        r.stage: {
+            "skipped": r.skipped,
+            "wall_s": r.entry.get("wall_s"),
+            "peak_rss_mb": r.entry.get("peak_rss_mb"),
+            "stats": r.entry.get("stats", {}),
+        }
+        for r in results
+    }
+
+
+def render(console, results: list[StageResult], title: str = "negmine") -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("stage", "status", "wall s", "peak RSS MB", "what it did"):
+        table.add_column(column, justify="right" if column in ("wall s", "peak RSS MB") else "left")
+    for r in results:
+        stats = r.entry.get("stats", {})
+        table.add_row(
+            r.stage,
+            "cached" if r.skipped else "ran",
+            f"{r.entry.get('wall_s', 0):.1f}",
+            f"{r.entry.get('peak_rss_mb', 0):.0f}",
+            _describe(r.stage, stats),
+        )
+    console.print(table)
+    for r in results:
+        stats = r.entry.get("stats", {})
+        if r.stage.startswith("sample.") and "negative_score" in stats:
+            scores = Table(title=f"retriever scores, {stats['strategy']}", title_justify="left")
+            for column in ("", "mean", "p10", "p50", "p90"):
+                scores.add_column(column, justify="right")
+            for name in ("negative_score", "positive_score"):
+                q = stats[name]
+                scores.add_row(name.replace("_score", "s"), *(f"{q[k]:.4f}" for k in ("mean", "p10", "p50", "p90")))
+            console.print(scores)
+            console.print(
+                f"negatives scoring above their positive: {stats['share_negative_above_positive']:.1%}; "
+                f"mean source rank of negatives: {stats['mean_source_rank']}"
+            )
+
+
+def _describe(stage: str, stats: dict) -> str:
+    if stage == "ingest":
+        return (
+            f"{stats.get('documents', 0):,} docs, {stats.get('queries_with_positives', 0):,} queries with positives "
+            f"({stats.get('queries_not_in_split', 0):,} not in split {stats.get('split')!r}, "
+            f"{stats.get('queries_judged_without_positive', 0):,} without a positive: skipped), "
+            f"{stats.get('positives', 0):,} positives"
+        )
+    if stage in ("bm25", "dense"):
+        return f"{stats.get('candidates', 0):,} candidates for {stats.get('queries', 0):,} queries; positives retrieved {stats.get('recall', 0):.1%}"
+    if stage == "embed":
+        return f"{stats.get('documents', 0):,} documents x {stats.get('dim')} ({stats.get('dtype')})"
+    if stage.startswith("sample."):
+        return (
+            f"{stats.get('negatives', 0):,} negatives for {stats.get('queries', 0):,} queries / {stats.get('pairs', 0):,} pairs "
+            f"({stats.get('negatives_per_pair', 0)} per pair; {stats.get('pairs_short_of_num_negatives', 0)} pairs short)"
+        )
+    return ""
