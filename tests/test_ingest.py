@@ -1,0 +1,129 @@
+"""ingest: the three layouts, and every bad-input class with its exact message."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from negmine.errors import BadInputError
+from negmine.ingest import ingest
+
+from conftest import SAMPLE
+
+
+def test_beir_reads_and_skips_queries_without_positives(beir_dir):
+    ds = ingest(beir_dir)
+    assert ds.corpus.column("doc_id").to_pylist() == ["d1", "d2", "d3"]
+    assert ds.corpus.column("title").to_pylist() == ["Cats", "", None]
+    assert ds.queries.column("query_id").to_pylist() == ["q1", "q2"]
+    assert ds.qrels.num_rows == 3
+    assert ds.stats["queries_not_in_split"] == 1
+    assert ds.stats["positives"] == 2
+
+
+def test_query_judged_only_negative_is_skipped_and_counted(beir_dir):
+    (beir_dir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td3\t0\n")
+    ds = ingest(beir_dir)
+    assert ds.queries.column("query_id").to_pylist() == ["q1"]
+    assert ds.stats["queries_judged_without_positive"] == 1
+
+
+def test_sample_data_is_valid():
+    ds = ingest(SAMPLE, split="train")
+    assert ds.corpus.num_rows == 300
+    assert ds.stats["queries_with_positives"] == 60
+
+
+def test_msmarco_layout(tmp_path):
+    (tmp_path / "collection.tsv").write_text("0\tcats purr\n1\tdogs bark\n")
+    (tmp_path / "queries.train.tsv").write_text("10\twhat purrs\n")
+    (tmp_path / "qrels.train.tsv").write_text("10 0 0 1\n")
+    ds = ingest(tmp_path)
+    assert ds.corpus.column("doc_id").to_pylist() == ["0", "1"]
+    assert ds.qrels.to_pylist() == [{"query_id": "10", "doc_id": "0", "relevance": 1}]
+
+
+def test_parquet_layout(tmp_path):
+    pq.write_table(pa.table({"doc_id": ["a", "b"], "title": [None, "t"], "text": ["x", "y"]}), tmp_path / "corpus.parquet")
+    pq.write_table(pa.table({"query_id": ["q"], "text": ["x?"]}), tmp_path / "queries.parquet")
+    pq.write_table(pa.table({"query_id": ["q"], "doc_id": ["b"], "relevance": [1]}), tmp_path / "qrels.parquet")
+    ds = ingest(tmp_path)
+    assert ds.qrels.schema.field("relevance").type == pa.int32()
+
+
+def _fails(path_fn, content, expected, beir_dir, mode="w"):
+    path = path_fn(beir_dir)
+    if mode == "wb":
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(BadInputError) as info:
+        ingest(beir_dir)
+    assert str(info.value) == expected.format(path=path)
+    assert info.value.exit_code == 2
+
+
+corpus = lambda d: d / "corpus.jsonl"  # noqa: E731
+queries = lambda d: d / "queries.jsonl"  # noqa: E731
+qrels = lambda d: d / "qrels" / "train.tsv"  # noqa: E731
+
+
+@pytest.mark.parametrize(
+    "path_fn, content, expected",
+    [
+        (corpus, '{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": "b"\n', "{path}, line 2: invalid JSON (Expecting ',' delimiter at column 26)"),
+        (corpus, '{"_id": "d1", "text": "a"}\n["d2"]\n', "{path}, line 2: expected a JSON object, found list"),
+        (corpus, '{"text": "a"}\n', "{path}, line 1, field '_id': missing id"),
+        (corpus, '{"_id": "d1"}\n', "{path}, line 1, field 'text': missing field"),
+        (corpus, '{"_id": "d1", "text": 5}\n', "{path}, line 1, field 'text': expected a string, found int"),
+        (corpus, '{"_id": [1], "text": "a"}\n', "{path}, line 1, field '_id': id must be a string or integer, found list"),
+        (corpus, '{"_id": "d1", "text": "a"}\n{"_id": "d1", "text": "b"}\n', "{path}, line 2, field '_id': duplicate id 'd1' (first seen at line 1)"),
+        (corpus, '{"_id": "d1", "title": "", "text": "   "}\n', "{path}, line 1, field 'text': empty text for id 'd1'"),
+        (queries, '{"_id": "q1", "text": ""}\n', "{path}, line 1, field 'text': empty text for id 'q1'"),
+        (qrels, "query-id\tcorpus-id\tscore\nq1\td1\n", "{path}, line 2: expected 3 tab-separated columns, found 2"),
+        (qrels, "query-id\tcorpus-id\tscore\nq1\td1\thigh\n", "{path}, line 2, field 'relevance': relevance must be an integer, found 'high'"),
+        (qrels, "query-id\tcorpus-id\tscore\nq9\td1\t1\n", "{path}, line 2, field 'query-id': unknown query 'q9' (not in queries.jsonl)"),
+        (qrels, "query-id\tcorpus-id\tscore\nq1\td9\t1\n", "{path}, line 2, field 'corpus-id': unknown document 'd9' (not in corpus.jsonl)"),
+        (qrels, "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t1\n", "{path}, line 3: duplicate judgement for ('q1', 'd1') (first at line 2)"),
+        (corpus, "", "{path}: corpus is empty"),
+    ],
+)
+def test_bad_input_names_file_line_and_field(beir_dir, path_fn, content, expected):
+    _fails(path_fn, content, expected, beir_dir)
+
+
+def test_non_utf8_names_the_line(beir_dir):
+    _fails(corpus, b'{"_id": "d1", "text": "a"}\n{"_id": "d2", "text": "\xff"}\n', "{path}, line 2: not valid UTF-8 (invalid start byte at byte 23)", beir_dir, mode="wb")
+
+
+def test_bom_and_crlf_are_accepted(beir_dir):
+    (beir_dir / "corpus.jsonl").write_bytes(b'\xef\xbb\xbf{"_id": "d1", "text": "a"}\r\n{"_id": "d2", "text": "b"}\r\n{"_id": "d3", "text": "c"}\r\n')
+    assert ingest(beir_dir).corpus.column("doc_id").to_pylist() == ["d1", "d2", "d3"]
+
+
+def test_missing_file_and_unknown_layout(tmp_path, beir_dir):
+    (beir_dir / "qrels" / "train.tsv").unlink()
+    with pytest.raises(BadInputError, match="train.tsv: file does not exist"):
+        ingest(beir_dir)
+    with pytest.raises(BadInputError, match="cannot tell the layout"):
+        ingest(tmp_path)
+
+
+def test_parquet_wrong_schema_names_column(tmp_path):
+    pq.write_table(pa.table({"doc_id": ["a"], "body": ["x"]}), tmp_path / "corpus.parquet")
+    pq.write_table(pa.table({"query_id": ["q"], "text": ["x?"]}), tmp_path / "queries.parquet")
+    pq.write_table(pa.table({"query_id": ["q"], "doc_id": ["a"], "relevance": [1]}), tmp_path / "qrels.parquet")
+    with pytest.raises(BadInputError) as info:
+        ingest(tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path / 'corpus.parquet'}, field 'title': missing column; corpus needs columns "
+        "['doc_id', 'title', 'text'], file has ['doc_id', 'body']"
+    )
+
+
+def test_parquet_duplicate_id_names_row(tmp_path):
+    pq.write_table(pa.table({"doc_id": ["a", "a"], "title": [None, None], "text": ["x", "y"]}), tmp_path / "corpus.parquet")
+    pq.write_table(pa.table({"query_id": ["q"], "text": ["x?"]}), tmp_path / "queries.parquet")
+    pq.write_table(pa.table({"query_id": ["q"], "doc_id": ["a"], "relevance": [1]}), tmp_path / "qrels.parquet")
+    with pytest.raises(BadInputError) as info:
+        ingest(tmp_path)
+    assert str(info.value) == f"{tmp_path / 'corpus.parquet'}, field 'doc_id': row 1: duplicate id 'a' (first seen at row 0)"

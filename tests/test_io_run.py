@@ -1,0 +1,83 @@
+"""io and run directory: atomic writes, schema-checked reads, manifest freshness, the lock."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from negmine.errors import BadInputError, RunLockedError
+from negmine.io import atomic_path, read_table, write_table
+from negmine.run import Run, measure
+from negmine.schemas import QRELS
+
+
+def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "qrels.parquet"
+    write_table(pa.table({"query_id": ["q"], "doc_id": ["d"], "relevance": [1]}), target, QRELS)
+    before = target.read_bytes()
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half a table")
+            raise RuntimeError("killed")
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["qrels.parquet"]
+
+
+def test_write_is_byte_identical(tmp_path):
+    table = pa.table({"query_id": ["q", "r"], "doc_id": ["d", "e"], "relevance": [1, 0]})
+    write_table(table, tmp_path / "a.parquet", QRELS)
+    write_table(table, tmp_path / "b.parquet", QRELS)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_read_checks_types_and_nulls(tmp_path):
+    path = tmp_path / "qrels.parquet"
+    pq.write_table(pa.table({"query_id": ["q"], "doc_id": ["d"], "relevance": ["high"]}), path)
+    with pytest.raises(BadInputError) as info:
+        read_table(path, QRELS, "qrels")
+    assert str(info.value) == f"{path}, field 'relevance': expected type int32, found string"
+    pq.write_table(pa.table({"query_id": ["q", None], "doc_id": ["d", "e"], "relevance": [1, 1]}), path)
+    with pytest.raises(BadInputError) as info:
+        read_table(path, QRELS, "qrels")
+    assert str(info.value) == f"{path}, field 'query_id': null value in non-nullable column (row 1)"
+    path.write_bytes(b"not parquet")
+    with pytest.raises(BadInputError, match="not a readable Parquet file"):
+        read_table(path, QRELS, "qrels")
+
+
+def test_stage_is_fresh_until_config_input_or_output_changes(tmp_path):
+    run = Run.open(tmp_path / "run")
+    src = tmp_path / "input.txt"
+    src.write_text("a")
+    out = run.file("out.bin")
+    out.write_text("x")
+    with measure() as m:
+        pass
+    run.record("stage", {"k": 1}, [src], [out], m, {"rows": 1})
+    reopened = Run.open(tmp_path / "run")
+    assert reopened.is_fresh("stage", {"k": 1}, [src])
+    assert not reopened.is_fresh("stage", {"k": 2}, [src])
+    out.write_text("tampered")
+    assert not reopened.is_fresh("stage", {"k": 1}, [src])
+    out.write_text("x")
+    src.write_text("b")
+    assert not reopened.is_fresh("stage", {"k": 1}, [src])
+
+
+def test_second_writer_is_refused(tmp_path):
+    run = Run.open(tmp_path / "run")
+    with run.lock():
+        with pytest.raises(RunLockedError, match="run directory is in use by another negmine"):
+            with Run.open(tmp_path / "run").lock():
+                pass
+    with run.lock():  # released
+        pass
+
+
+def test_older_schema_version_is_refused(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 0, "stages": {}}))
+    with pytest.raises(BadInputError) as info:
+        Run.open(tmp_path)
+    assert "run directory has schema version 0, this negmine writes version 1" in str(info.value)
+    assert info.value.field == "schema_version"
