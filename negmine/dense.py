@@ -71,7 +71,10 @@ def embed_corpus(
     """Encode the corpus in chunks into a memory-mapped ``.npy`` (row i = corpus row i); written atomically."""
     if dtype not in DTYPES:
         raise StageError(f"unknown embedding dtype {dtype!r}; choose from {sorted(DTYPES)}")
+    from tqdm.auto import tqdm
+
     texts = doc_texts(corpus)
+    bar = tqdm(total=len(texts), unit="doc", desc="encode corpus", disable=None, leave=False)
     dim_of = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     dim = dim_of()
     with atomic_path(path) as tmp:
@@ -79,8 +82,10 @@ def embed_corpus(
         for start in range(0, len(texts), chunk_size):
             chunk = texts[start : start + chunk_size]
             out[start : start + len(chunk)] = encode(model, chunk, batch_size)
+            bar.update(len(chunk))
             if progress:
                 progress(len(chunk))
+        bar.close()
         out.flush()
         del out
     return np.load(path, mmap_mode="r")
