@@ -2,9 +2,12 @@
 
 Exit codes (documented in the README):
     0  success
-    1  a stage failed (StageError, or an unexpected exception)
+    1  a stage failed (StageError, or an unexpected exception), or an output could not be
+       written (OutputError: disk full, file too large, read-only or not a directory; the
+       message names the path, and no half-written table is left behind)
     2  bad input: a file, row or field the user can fix (BadInputError)
-    3  the run directory is locked by another negmine, or a stage was interrupted (RunLockedError)
+    3  the run directory is locked by another negmine (RunLockedError), or the run was
+       interrupted (Ctrl-C); rerun the same command to resume
 """
 
 from __future__ import annotations
@@ -44,3 +47,15 @@ class RunLockedError(NegmineError):
     """Another negmine holds the run directory."""
 
     exit_code = 3
+
+
+class OutputError(NegmineError):
+    """An output could not be written (ENOSPC, EFBIG, EROFS, EACCES, ENOTDIR ...); names the path."""
+
+    exit_code = 1
+
+    def __init__(self, path, exc: OSError):
+        self.path = str(path)
+        self.errno = exc.errno
+        reason = exc.strerror or str(exc)
+        super().__init__(f"{self.path}: cannot write ({reason}); nothing was half-written, fix the cause and rerun")

@@ -8,12 +8,16 @@ Layouts:
 Everything is validated before anything is written: invalid JSON, missing or mistyped fields,
 wrong column counts, duplicate ids, empty text, qrels naming unknown queries or documents and
 undecodable bytes each raise :class:`BadInputError` naming the file, the line (or row) and the field.
+A UTF-8 byte-order mark and CRLF line ends are accepted. A line may be up to ``MAX_LINE_BYTES``
+(256 MiB); a longer one is refused without reading it whole. Relevance is an ASCII integer that
+fits int32.
 Queries without a positive (relevance > 0) in the chosen split are left out and counted.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -25,6 +29,9 @@ from negmine.io import read_table
 from negmine.schemas import CORPUS, QRELS, QUERIES
 
 FORMATS = ("auto", "beir", "msmarco", "parquet")
+MAX_LINE_BYTES = 256 * 2**20
+_INT = re.compile(r"[+-]?[0-9]+")
+_INT32 = (-(2**31), 2**31 - 1)
 
 
 @dataclass
@@ -39,8 +46,14 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, line without its end) for non-blank lines; BOM and CRLF tolerated."""
     if not path.exists():
         raise BadInputError(path, "file does not exist")
+    if path.is_dir():
+        raise BadInputError(path, "expected a file, found a directory")
     with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
+        number = 0
+        while raw := fh.readline(MAX_LINE_BYTES + 1):
+            number += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise BadInputError(path, f"line longer than {MAX_LINE_BYTES} bytes (MAX_LINE_BYTES); is this the right file?", line=number)
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             try:
@@ -52,6 +65,15 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield number, line
 
 
+def _check_text(path: Path, value: str, line: int, field_name: str) -> str:
+    """JSON escapes can spell unpaired surrogates (``"\\ud800"``), which no UTF-8 table can hold."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadInputError(path, f"not valid Unicode ({exc.reason} at character {exc.start})", line=line, field=field_name) from None
+    return value
+
+
 def _json_records(path: Path, id_field: str, fields: dict[str, bool]) -> Iterator[tuple[int, dict]]:
     """Parse JSON lines; ``fields`` maps a field name to whether it is required."""
     for number, line in _lines(path):
@@ -59,6 +81,8 @@ def _json_records(path: Path, id_field: str, fields: dict[str, bool]) -> Iterato
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise BadInputError(path, f"invalid JSON ({exc.msg} at column {exc.colno})", line=number) from None
+        except (ValueError, RecursionError) as exc:  # an integer of > 4300 digits, nesting too deep
+            raise BadInputError(path, f"invalid JSON ({str(exc)[:200]})", line=number) from None
         if not isinstance(record, dict):
             raise BadInputError(path, f"expected a JSON object, found {type(record).__name__}", line=number)
         doc_id = record.get(id_field)
@@ -66,7 +90,7 @@ def _json_records(path: Path, id_field: str, fields: dict[str, bool]) -> Iterato
             raise BadInputError(path, "missing id", line=number, field=id_field)
         if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
             raise BadInputError(path, f"id must be a string or integer, found {type(doc_id).__name__}", line=number, field=id_field)
-        out = {"id": str(doc_id)}
+        out = {"id": _check_text(path, str(doc_id), number, id_field)}
         for name, required in fields.items():
             value = record.get(name)
             if value is None:
@@ -76,7 +100,7 @@ def _json_records(path: Path, id_field: str, fields: dict[str, bool]) -> Iterato
                 continue
             if not isinstance(value, str):
                 raise BadInputError(path, f"expected a string, found {type(value).__name__}", line=number, field=name)
-            out[name] = value
+            out[name] = _check_text(path, value, number, name)
         yield number, out
 
 
@@ -121,12 +145,15 @@ class _Collector:
 def _qrels_rows(rows: Iterator[tuple[int, str, str, str]], path: Path, unit: str) -> dict[str, list]:
     out: dict[str, list] = {"query_id": [], "doc_id": [], "relevance": [], "where": []}
     for where, qid, did, rel in rows:
-        try:
-            relevance = int(rel)
-        except ValueError:
-            location = {"line": where} if unit == "line" else {}
-            prefix = "" if unit == "line" else f"row {where}: "
-            raise BadInputError(path, f"{prefix}relevance must be an integer, found {rel!r}", field="relevance", **location) from None
+        location = {"line": where} if unit == "line" else {}
+        prefix = "" if unit == "line" else f"row {where}: "
+        text = rel.strip()
+        shown = rel if len(rel) <= 40 else rel[:40] + "…"
+        if not _INT.fullmatch(text):
+            raise BadInputError(path, f"{prefix}relevance must be an integer, found {shown!r}", field="relevance", **location)
+        relevance = int(text) if len(text) <= 12 else _INT32[1] + 1
+        if not _INT32[0] <= relevance <= _INT32[1]:
+            raise BadInputError(path, f"{prefix}relevance {shown} does not fit int32", field="relevance", **location)
         out["query_id"].append(qid.strip())
         out["doc_id"].append(did.strip())
         out["relevance"].append(relevance)

@@ -3,15 +3,30 @@
 A write goes to a temporary name in the destination folder, is fsynced, then renamed over the
 target, so a killed run never leaves a half-written table that looks whole. A read checks the
 file against its declared schema and names the file, row and column of the first violation.
+
+An OS error while writing (disk full, file too large, read-only or missing permission, a path
+component that is a file) becomes :class:`~negmine.errors.OutputError` naming the target; the
+temporary file is removed first. Temporaries a killed process left behind (``.NAME.*.tmp``) are
+removed by :func:`clean_temporaries`, which the run directory's lock calls once it is held.
+
+Test hook: with ``NEGMINE_TEST_PAUSE_AT=NAME[,NAME...]`` (file names such as ``corpus.parquet``),
+:func:`atomic_path` stops after the temporary file for that target is complete and fsynced, just
+before the rename; it prints ``negmine-test: paused before renaming PATH`` on stderr and waits until
+the file named by ``NEGMINE_TEST_RESUME_FILE`` exists (forever when unset). The reliability tests
+use it to kill a run at an exact point or to hold the run lock; it does nothing when unset.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -19,7 +34,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from negmine.errors import BadInputError
+from negmine.errors import BadInputError, OutputError
+
+PAUSE_ENV = "NEGMINE_TEST_PAUSE_AT"
+RESUME_ENV = "NEGMINE_TEST_RESUME_FILE"
+# OS errors that mean "this output cannot be written here"; others propagate unchanged.
+_WRITE_ERRNOS = {
+    errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+    errno.EEXIST, errno.EISDIR, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC),
+}
 
 # Types a reader accepts in place of the declared one (cast on read, checked).
 _COMPATIBLE = {
@@ -33,25 +56,70 @@ _COMPATIBLE = {
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it over ``target``.
 
-    On any exception the temporary file is removed and ``target`` is left as it was.
+    On any exception the temporary file is removed and ``target`` is left as it was; an OS error
+    that means the output cannot be written there is raised as :class:`OutputError`.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise OutputError(target, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode a plain open() would
     try:
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode a plain open() would
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        _test_pause(target)
         os.replace(tmp_path, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        _fsync_dir(target.parent)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            raise OutputError(target, exc) from None
         raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (best effort: some filesystems refuse to fsync a directory)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _test_pause(target: Path) -> None:
+    names = os.environ.get(PAUSE_ENV)
+    if not names or target.name not in names.split(","):
+        return
+    print(f"negmine-test: paused before renaming {target}", file=sys.stderr, flush=True)
+    resume = os.environ.get(RESUME_ENV)
+    while not (resume and os.path.exists(resume)):
+        time.sleep(0.05)
+
+
+def clean_temporaries(root: str | os.PathLike) -> list[str]:
+    """Remove the ``.NAME.*.tmp`` files and folders a killed writer left under ``root``.
+
+    Call only while holding the run lock (nobody else can be writing them). Returns what was removed.
+    """
+    root = Path(root)
+    removed = []
+    for path in sorted(root.rglob(".*.tmp"), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(str(path.relative_to(root)))
+    return removed
 
 
 def write_table(table: pa.Table, path: str | os.PathLike, schema: pa.Schema) -> Path:
@@ -93,7 +161,10 @@ def read_table(path: str | os.PathLike, schema: pa.Schema, what: str | None = No
         all_null = found == pa.null() and field.nullable
         if found != field.type and not all_null and found not in _COMPATIBLE.get(field.type, ()):
             raise BadInputError(path, f"expected type {field.type}, found {found}", field=field.name)
-    table = pq.read_table(path, columns=schema.names)
+    try:
+        table = pq.read_table(path, columns=schema.names)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+        raise BadInputError(path, f"not a readable Parquet file ({exc})") from None
     for field in schema:
         column = table.column(field.name)
         if not field.nullable and column.null_count:

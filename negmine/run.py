@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Iterator
 
 from negmine import __version__
-from negmine.errors import BadInputError, RunLockedError
-from negmine.io import file_sha256, write_json
+from negmine.errors import BadInputError, OutputError, RunLockedError
+from negmine.io import clean_temporaries, file_sha256, write_json
 from negmine.schemas import SCHEMA_VERSION
 
 MANIFEST = "manifest.json"
@@ -105,6 +105,7 @@ class Run:
 
     path: Path
     manifest: dict = field(default_factory=dict)
+    cleaned: list = field(default_factory=list)
 
     @classmethod
     def open(cls, path: str | os.PathLike, create: bool = True) -> "Run":
@@ -112,7 +113,10 @@ class Run:
         if not path.exists():
             if not create:
                 raise BadInputError(path, "run directory does not exist")
-            path.mkdir(parents=True)
+            try:
+                path.mkdir(parents=True)
+            except OSError as exc:
+                raise OutputError(path, exc) from None
         elif not path.is_dir():
             raise BadInputError(path, "run path exists and is not a directory")
         manifest_path = path / MANIFEST
@@ -120,8 +124,10 @@ class Run:
         if manifest_path.exists():
             try:
                 manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 raise BadInputError(manifest_path, f"manifest is not valid JSON ({exc})") from None
+            except OSError as exc:
+                raise BadInputError(manifest_path, f"cannot read the manifest ({exc.strerror or exc})") from None
             version = manifest.get("schema_version") if isinstance(manifest, dict) else None
             if version != SCHEMA_VERSION:
                 raise BadInputError(
@@ -130,7 +136,8 @@ class Run:
                     f"{SCHEMA_VERSION}; mine into a new --out directory",
                     field="schema_version",
                 )
-            manifest.setdefault("stages", {})
+            if not isinstance(manifest.setdefault("stages", {}), dict):
+                raise BadInputError(manifest_path, "expected an object of stages", field="stages")
         return cls(path=path, manifest=manifest)
 
     def file(self, name: str) -> Path:
@@ -138,8 +145,15 @@ class Run:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator["Run"]:
-        """Exclusive lock on the run directory; a second negmine is refused, not queued."""
-        handle = open(self.path / LOCK, "a+")
+        """Exclusive lock on the run directory; a second negmine is refused, not queued.
+
+        Once held, temporaries a killed run left behind are removed (nobody else can be writing them).
+        The kernel releases the lock when the holder dies, even by SIGKILL.
+        """
+        try:
+            handle = open(self.path / LOCK, "a+")
+        except OSError as exc:
+            raise OutputError(self.path / LOCK, exc) from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -155,6 +169,7 @@ class Run:
             handle.truncate()
             handle.write(str(os.getpid()))
             handle.flush()
+            self.cleaned = clean_temporaries(self.path)
             yield self
         finally:
             handle.seek(0)
