@@ -38,7 +38,9 @@ def _guarded(fn: Callable[[], object]):
     try:
         return fn()
     except NegmineError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]: outputs written so far are complete; rerun the same command to resume")
@@ -138,6 +140,37 @@ def dense(
     from negmine.stages import dense_stage
 
     _with_run(run_dir, lambda run: dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads, force=force), as_json, "dense")
+
+
+TeacherOpt = typer.Option(
+    None,
+    "--teacher",
+    help="Teacher: cross-encoder:NAME_OR_PATH (or a plain NAME_OR_PATH; ce_prob = sigmoid(logit)) or "
+    "bi-encoder:NAME_OR_PATH (ce_score = cosine, ce_prob = (cos+1)/2, not calibrated). Thresholds apply to ce_prob.",
+)
+
+
+@app.command()
+def rescore(
+    run_dir: Path = RunOpt,
+    teacher: str = typer.Option(..., "--teacher", help=TeacherOpt.help),
+    source: str = typer.Option("dense", "--source", help="Candidate pool to score: dense | bm25"),
+    max_length: int = typer.Option(512, "--max-length", help="Tokens per (query, document) pair."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Pairs per forward pass."),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+):
+    """Score every candidate and labelled positive with a teacher; writes scored_candidates_/scored_positives_<source>.parquet (ce_score, ce_prob)."""
+    from rich.progress import Progress
+
+    from negmine.stages import rescore_stage
+
+    def body(run):
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("rescoring pairs", total=None)
+            return rescore_stage(run, teacher, source, max_length, batch_size, progress=lambda n: bar.advance(task, n), force=force)
+
+    _with_run(run_dir, body, as_json, "rescore")
 
 
 @app.command()
