@@ -79,6 +79,25 @@ NEGATIVES = pa.schema(
     ]
 )
 
+# Teacher scores (negmine.rescore): ce_score is the raw teacher score (a cross-encoder logit, or a
+# bi-encoder cosine), ce_prob its [0, 1] scale (σ(logit), or (cos + 1) / 2). Thresholds apply to ce_prob.
+_TEACHER_FIELDS = [
+    pa.field("ce_score", pa.float32(), nullable=False),
+    pa.field("ce_prob", pa.float32(), nullable=False),
+]
+SCORED_CANDIDATES = pa.schema(list(CANDIDATES) + _TEACHER_FIELDS)
+SCORED_POSITIVES = pa.schema(list(POSITIVE_SCORES) + _TEACHER_FIELDS)
+
+# Candidates the denoise strategy judged likely false negatives (teacher prob above its threshold).
+PSEUDO_POSITIVES = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("source_rank", pa.int32(), nullable=False),
+        pa.field("ce_prob", pa.float32(), nullable=False),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "corpus": CORPUS,
     "queries": QUERIES,
@@ -87,4 +106,7 @@ TABLES: dict[str, pa.Schema] = {
     "positive_scores": POSITIVE_SCORES,
     "clusters": CLUSTERS,
     "negatives": NEGATIVES,
+    "scored_candidates": SCORED_CANDIDATES,
+    "scored_positives": SCORED_POSITIVES,
+    "pseudo_positives": PSEUDO_POSITIVES,
 }

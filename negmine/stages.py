@@ -173,6 +173,52 @@ def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None =
     return [embed, _run_stage(run, "dense", config, inputs, outputs, compute, force)]
 
 
+def _teacher_id(spec: str) -> str:
+    from negmine.rescore import parse_teacher
+
+    kind, name = parse_teacher(spec)
+    return f"{kind}:{_model_id(name)}"
+
+
+def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int | None = 512, batch_size: int = 32, progress=None, force: bool = False) -> StageResult:
+    """Teacher scores (negmine.rescore) of candidates_<source> and positive_scores_<source>."""
+    from negmine.errors import StageError
+    from negmine.schemas import SCORED_CANDIDATES, SCORED_POSITIVES
+
+    if source not in SOURCES:
+        raise StageError(f"unknown candidate source {source!r}; choose from {sorted(SOURCES)}")
+    inputs = _inputs(run, f"candidates_{source}", f"positive_scores_{source}", "corpus", "queries")
+    for path in inputs[:2]:
+        if not path.exists():
+            raise StageError(f"{path}: missing; run `negmine {source} --run {run.path}` first")
+    outputs = _inputs(run, f"scored_candidates_{source}", f"scored_positives_{source}")
+    config = {"teacher": _teacher_id(teacher), "source": source, "max_length": max_length}  # batch size does not change the output
+
+    def compute():
+        import numpy as np
+
+        from negmine.rescore import load_teacher, rescore
+
+        candidates = read_table(inputs[0], CANDIDATES, "candidates")
+        positives = read_table(inputs[1], POSITIVE_SCORES, "positive_scores")
+        corpus = read_table(inputs[2], CORPUS, "corpus")
+        queries = read_table(inputs[3], QUERIES, "queries")
+        loaded = load_teacher(teacher, max_length)
+        scored, scored_pos = rescore(candidates, positives, corpus, queries, loaded, batch_size, progress=progress)
+        write_table(scored, outputs[0], SCORED_CANDIDATES)
+        write_table(scored_pos, outputs[1], SCORED_POSITIVES)
+        probs = scored.column("ce_prob").to_numpy()
+        return {
+            "teacher_kind": loaded.kind,
+            "candidates": scored.num_rows,
+            "positives": scored_pos.num_rows,
+            "candidate_prob_mean": round(float(probs.mean()), 4) if len(probs) else None,
+            "positive_prob_mean": round(float(np.mean(scored_pos.column("ce_prob").to_numpy())), 4) if scored_pos.num_rows else None,
+        }
+
+    return _run_stage(run, f"rescore.{source}", config, inputs, outputs, compute, force)
+
+
 def sample_stage(run: Run, strategy: str = "simans", source: str = "dense", num_negatives: int = 7, seed: int = 42, params: dict | None = None, force: bool = False) -> StageResult:
     from negmine.errors import StageError
     from negmine.sample import sample_negatives, strategy_params
