@@ -25,6 +25,8 @@ DTYPES = {"float16": np.float16, "float32": np.float32}
 
 def load_model(name_or_path: str, max_seq_length: int | None = None, device: str | None = None):
     """Load a sentence-transformers model by hub name or local path (offline works with a path)."""
+    if Path(str(name_or_path)).expanduser().exists():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model needs no hub lookups (they hang offline)
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
