@@ -64,6 +64,7 @@ def _describe(stage: str, stats: dict) -> str:
     if stage.startswith("sample."):
         return (
             f"{stats.get('negatives', 0):,} negatives for {stats.get('queries', 0):,} queries / {stats.get('pairs', 0):,} pairs "
-            f"({stats.get('negatives_per_pair', 0)} per pair; {stats.get('pairs_short_of_num_negatives', 0)} pairs short)"
+            f"({stats.get('negatives_per_query', 0)} per query, {stats.get('negatives_per_pair', 0)} per pair; "
+            f"{stats.get('pairs_short_of_num_negatives', 0)} pairs short)"
         )
     return ""

@@ -1,9 +1,13 @@
 """Stage 4 — sample negatives from candidate pools with a strategy; writes the negatives triple table.
 
 Every strategy is a function ``(pool, pos_index, num_negatives, rng, **params) -> indices into the
-pool`` in one module of this package. The driver here keeps the invariants of DESIGN.md for all of
-them: labelled positives are removed from pools before a strategy sees them, indices are unique,
-at most ``num_negatives`` per (query, positive), and each pair's generator depends only on
+pool`` in one module of this package. An index ``i >= len(pool)`` names a corpus document
+(``pool.corpus_ids[i - len(pool)]``, see :meth:`QueryPool.neg_id`): such negatives get null
+``retriever_score`` and ``source_rank``. A strategy that assigns curriculum stages returns
+``(indices, stages)`` instead; every other strategy's negatives get a null ``stage``.
+The driver here keeps the invariants of DESIGN.md for all of them: labelled positives are removed
+from pools before a strategy sees them (and a corpus draw that returns one is rejected), negative
+doc ids are unique per pair, at most ``num_negatives`` per (query, positive), and each pair's generator depends only on
 (seed, query_id, pos_id), so the same inputs and seed give byte-identical output.
 """
 
@@ -17,16 +21,30 @@ import numpy as np
 import pyarrow as pa
 
 from negmine.errors import StageError
-from negmine.sample.pool import QueryPool, build_pools, rng_for
+from negmine.sample.pool import QueryPool, attach_teacher_scores, build_pools, rng_for
+from negmine.sample.denoise import denoise_negatives
 from negmine.sample.rank_range import range_negatives
 from negmine.sample.simans import simans_negatives
+from negmine.sample.positive_aware import positive_aware_negatives
+from negmine.sample.star import star_negatives
 from negmine.sample.topk import topk_negatives
+from negmine.sample.uniform import random_negatives
 from negmine.schemas import NEGATIVES
 
 STRATEGIES: dict[str, Callable[..., np.ndarray]] = {
     "topk": topk_negatives,
     "range": range_negatives,
     "simans": simans_negatives,
+    "random": random_negatives,
+    "positive-aware": positive_aware_negatives,
+    "star": star_negatives,
+    "denoise": denoise_negatives,
+}
+
+# Tables a strategy needs beyond candidates, positive scores, qrels and queries.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "random": ("corpus",),
+    "star": ("corpus",),
 }
 
 
@@ -47,25 +65,34 @@ def sample_pools(pools: list[QueryPool], strategy: str, num_negatives: int = 7, 
     if num_negatives < 1:
         raise StageError(f"num_negatives must be at least 1, got {num_negatives}")
     fn = STRATEGIES[strategy]
-    cols: dict[str, list] = {k: [] for k in ("query_id", "pos_id", "neg_id", "neg_rank", "score", "pos_score", "source_rank")}
+    cols: dict[str, list] = {k: [] for k in ("query_id", "pos_id", "neg_id", "neg_rank", "score", "pos_score", "source_rank", "stage", "cluster_id", "ce_score", "pos_ce_score")}
     short = 0
     per_pair = Counter()
     for pool in pools:
         for pos_index, (pos_id, pos_score) in enumerate(pool.positives):
             rng = rng_for(seed, pool.query_id, pos_id)
-            chosen = np.asarray(fn(pool, pos_index, num_negatives, rng, **params), dtype=np.int64)
-            if len(chosen) > num_negatives or len(np.unique(chosen)) != len(chosen):
+            chosen = fn(pool, pos_index, num_negatives, rng, **params)
+            chosen, stages = chosen if isinstance(chosen, tuple) else (chosen, None)
+            chosen = np.asarray(chosen, dtype=np.int64)
+            neg_ids = [pool.neg_id(int(i)) for i in chosen]
+            positive_ids = {p for p, _ in pool.positives}
+            if len(chosen) > num_negatives or len(set(neg_ids)) != len(neg_ids) or positive_ids & set(neg_ids):
                 raise StageError(f"strategy {strategy!r} broke an invariant for query {pool.query_id!r}")
             short += len(chosen) < num_negatives
             per_pair[len(chosen)] += 1
-            for neg_rank, i in enumerate(chosen, start=1):
+            for neg_rank, (i, neg_id) in enumerate(zip(chosen, neg_ids), start=1):
+                candidate = i < len(pool)
                 cols["query_id"].append(pool.query_id)
                 cols["pos_id"].append(pos_id)
-                cols["neg_id"].append(pool.doc_ids[i])
+                cols["neg_id"].append(neg_id)
                 cols["neg_rank"].append(neg_rank)
-                cols["score"].append(float(pool.scores[i]))
+                cols["score"].append(float(pool.scores[i]) if candidate else None)
                 cols["pos_score"].append(pos_score)
-                cols["source_rank"].append(int(pool.ranks[i]))
+                cols["source_rank"].append(int(pool.ranks[i]) if candidate else None)
+                cols["stage"].append(None if stages is None else int(stages[neg_rank - 1]))
+                cols["cluster_id"].append(pool.cluster_id)
+                cols["ce_score"].append(_teacher_score(pool, i))
+                cols["pos_ce_score"].append(pool.positive_ce[pos_index] if pool.positive_ce is not None else None)
     n = len(cols["query_id"])
     table = pa.table(
         {
@@ -76,10 +103,11 @@ def sample_pools(pools: list[QueryPool], strategy: str, num_negatives: int = 7, 
             "strategy": [strategy] * n,
             "retriever_score": pa.array(cols["score"], pa.float32()),
             "pos_retriever_score": pa.array(cols["pos_score"], pa.float32()),
-            "ce_score": pa.nulls(n, pa.float32()),
-            "pos_ce_score": pa.nulls(n, pa.float32()),
+            "ce_score": pa.array(cols["ce_score"], pa.float32()),
+            "pos_ce_score": pa.array(cols["pos_ce_score"], pa.float32()),
             "source_rank": pa.array(cols["source_rank"], pa.int32()),
-            "cluster_id": pa.nulls(n, pa.int32()),
+            "cluster_id": pa.array(cols["cluster_id"], pa.int32()),
+            "stage": pa.array(cols["stage"], pa.int32()),
         },
         schema=NEGATIVES,
     )
@@ -90,10 +118,18 @@ def sample_pools(pools: list[QueryPool], strategy: str, num_negatives: int = 7, 
         "pairs": pairs,
         "negatives": n,
         "negatives_per_pair": round(n / pairs, 3) if pairs else 0.0,
+        "negatives_per_query": round(n / len(pools), 3) if pools else 0.0,
         "pairs_short_of_num_negatives": short,
         "pairs_by_count": {str(k): v for k, v in sorted(per_pair.items())},
     }
     return table, stats
+
+
+def _teacher_score(pool: QueryPool, index: int) -> float | None:
+    """The teacher score of a chosen candidate, None where unknown (no rescore, or a corpus draw)."""
+    if pool.ce_scores is None or index >= len(pool) or np.isnan(pool.ce_scores[index]):
+        return None
+    return float(pool.ce_scores[index])
 
 
 def sample_negatives(
@@ -104,8 +140,21 @@ def sample_negatives(
     strategy: str = "simans",
     num_negatives: int = 7,
     seed: int = 42,
+    corpus: pa.Table | None = None,
+    clusters: pa.Table | None = None,
+    scored_candidates: pa.Table | None = None,
+    scored_positives: pa.Table | None = None,
     **params,
 ) -> tuple[pa.Table, dict]:
-    """Build pools from ``candidates`` (positives removed) and sample ``num_negatives`` per (query, positive)."""
-    pools = build_pools(candidates, positive_scores, qrels, queries)
+    """Build pools from ``candidates`` (positives removed) and sample ``num_negatives`` per (query, positive).
+
+    ``corpus`` is needed by the strategies that draw from the whole corpus (``NEEDS``); ``clusters``
+    fills ``cluster_id``.
+    """
+    for table in NEEDS.get(strategy, ()):
+        if {"corpus": corpus, "clusters": clusters}[table] is None:
+            raise StageError(f"strategy {strategy!r} needs the {table} table; pass {table}=")
+    pools = build_pools(candidates, positive_scores, qrels, queries, corpus, clusters)
+    if scored_candidates is not None:  # teacher scores from the rescore stage
+        attach_teacher_scores(pools, scored_candidates, scored_positives)
     return sample_pools(pools, strategy, num_negatives, seed, **params)
