@@ -76,6 +76,8 @@ NEGATIVES = pa.schema(
         pa.field("pos_ce_score", pa.float32(), nullable=True),
         pa.field("source_rank", pa.int32(), nullable=True),
         pa.field("cluster_id", pa.int32(), nullable=True),
+        # curriculum stage (1 = easiest) for the curriculum strategy; null for every other strategy
+        pa.field("stage", pa.int32(), nullable=True),
     ]
 )
 

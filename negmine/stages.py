@@ -15,7 +15,7 @@ from typing import Callable
 
 from negmine.io import read_table, write_table
 from negmine.run import Run, measure
-from negmine.schemas import CANDIDATES, CORPUS, NEGATIVES, POSITIVE_SCORES, QRELS, QUERIES
+from negmine.schemas import CANDIDATES, CLUSTERS, CORPUS, NEGATIVES, POSITIVE_SCORES, QRELS, QUERIES
 
 SOURCES = ("bm25", "dense")
 
@@ -221,16 +221,27 @@ def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int
 
 def sample_stage(run: Run, strategy: str = "simans", source: str = "dense", num_negatives: int = 7, seed: int = 42, params: dict | None = None, force: bool = False) -> StageResult:
     from negmine.errors import StageError
-    from negmine.sample import sample_negatives, strategy_params
+    from negmine.sample import NEEDS, sample_negatives, strategy_params
 
     if source not in SOURCES:
         raise StageError(f"unknown candidate source {source!r}; choose from {sorted(SOURCES)}")
     params = {**strategy_params(strategy), **(params or {})}
-    inputs = _inputs(run, f"candidates_{source}", f"positive_scores_{source}", "qrels", "queries")
+    needs = NEEDS.get(strategy, ())  # corpus (random, star) and/or clusters (tas-balanced)
+    inputs = _inputs(run, f"candidates_{source}", f"positive_scores_{source}", "qrels", "queries", *needs)
     for path in inputs[:2]:
         if not path.exists():
             raise StageError(f"{path}: missing; run `negmine {source} --run {run.path}` first")
+    if "clusters" in needs and not table_path(run, "clusters").exists():
+        raise StageError(f"{table_path(run, 'clusters')}: missing; strategy {strategy!r} needs it, run `negmine cluster --run {run.path}` first")
     outputs = _inputs(run, f"negatives_{strategy}")
+    # teacher scores from `negmine rescore`, when present: they fill ce_score / pos_ce_score and feed denoise, simans score='ce'
+    scored = _inputs(run, f"scored_candidates_{source}", f"scored_positives_{source}")
+    has_teacher = all(p.exists() for p in scored)
+    if strategy == "denoise" and not has_teacher:
+        raise StageError(f"{scored[0]}: missing; strategy 'denoise' needs teacher scores, run `negmine rescore --run {run.path} --source {source} --teacher ...` first")
+    inputs += scored if has_teacher else []
+    if strategy == "denoise" and params.get("pseudo_positives"):
+        outputs += _inputs(run, f"pseudo_positives_{strategy}")
     config = {"strategy": strategy, "source": source, "num_negatives": num_negatives, "seed": seed, "params": params}
 
     def compute():
@@ -238,11 +249,33 @@ def sample_stage(run: Run, strategy: str = "simans", source: str = "dense", num_
         positives = read_table(inputs[1], POSITIVE_SCORES, "positive_scores")
         qrels = read_table(inputs[2], QRELS, "qrels")
         queries = read_table(inputs[3], QUERIES, "queries")
-        negatives, stats = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives, seed, **params)
+        extra = {name: read_table(table_path(run, name), {"corpus": CORPUS, "clusters": CLUSTERS}[name], name) for name in needs}
+        if has_teacher:
+            from negmine.schemas import SCORED_CANDIDATES, SCORED_POSITIVES
+
+            extra["scored_candidates"] = read_table(scored[0], SCORED_CANDIDATES, "scored_candidates")
+            extra["scored_positives"] = read_table(scored[1], SCORED_POSITIVES, "scored_positives")
+        negatives, stats = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives, seed, **extra, **params)
         write_table(negatives, outputs[0], NEGATIVES)
+        if strategy == "denoise":
+            stats.update(_denoise_report(extra["scored_candidates"], qrels, params, outputs[1] if len(outputs) > 1 else None))
         return {**stats, **score_summary(negatives)}
 
     return _run_stage(run, f"sample.{strategy}", config, inputs, outputs, compute, force)
+
+
+def _denoise_report(scored_candidates, qrels, params: dict, pseudo_path: Path | None) -> dict:
+    """Likely false negatives of the denoise strategy (teacher prob above positive_above in the top window)."""
+    from negmine.sample.denoise import likely_false_negatives
+    from negmine.schemas import PSEUDO_POSITIVES
+
+    pseudo = likely_false_negatives(scored_candidates, qrels, params["top"], params["positive_above"])
+    if pseudo_path is not None:
+        write_table(pseudo, pseudo_path, PSEUDO_POSITIVES)
+    return {
+        "likely_false_negatives": pseudo.num_rows,
+        "queries_with_likely_false_negatives": len(set(pseudo.column("query_id").to_pylist())),
+    }
 
 
 def score_summary(negatives) -> dict:
@@ -256,12 +289,16 @@ def score_summary(negatives) -> dict:
 
     def quantiles(x):
         x = x[~np.isnan(x)]
+        if not len(x):
+            return None
         return {q: round(float(np.quantile(x, p)), 4) for q, p in (("p10", 0.1), ("p50", 0.5), ("p90", 0.9))} | {"mean": round(float(x.mean()), 4)}
 
-    ok = ~np.isnan(pos)
+    # negatives drawn off the candidates (random, star) have no retriever score nor source rank
+    ranks = negatives.column("source_rank").to_numpy(zero_copy_only=False).astype(np.float64)
+    ok = ~np.isnan(pos) & ~np.isnan(neg)
     return {
         "negative_score": quantiles(neg),
         "positive_score": quantiles(pos),
         "share_negative_above_positive": round(float(np.mean(neg[ok] > pos[ok])), 4) if ok.any() else None,
-        "mean_source_rank": round(float(np.mean(negatives.column("source_rank").to_numpy(zero_copy_only=False))), 2),
+        "mean_source_rank": round(float(np.mean(ranks[~np.isnan(ranks)])), 2) if (~np.isnan(ranks)).any() else None,
     }

@@ -12,7 +12,7 @@ from negmine.errors import StageError
 from negmine.sample import STRATEGIES, sample_negatives, sample_pools, strategy_params
 from negmine.sample.pool import QueryPool, build_pools
 from negmine.sample.simans import simans_negatives, simans_weights
-from negmine.schemas import CANDIDATES, POSITIVE_SCORES, QRELS, QUERIES
+from negmine.schemas import CANDIDATES, CORPUS, POSITIVE_SCORES, QRELS, QUERIES
 
 
 def test_simans_weights_follow_the_formula():
@@ -77,10 +77,16 @@ def _tables(n_queries=3, n_cands=30, positives_per_query=2, positive_in_candidat
     return mk(cand, CANDIDATES), mk(pos, POSITIVE_SCORES), mk(qrels, QRELS), queries
 
 
+def _corpus():
+    """Every doc id ``_tables`` can use: d0..d99 and the unretrieved positives x<q><j>."""
+    ids = [f"d{i}" for i in range(100)] + [f"x{q}{j}" for q in range(4) for j in range(3)]
+    return pa.table({"doc_id": ids, "title": [None] * len(ids), "text": ["t"] * len(ids)}, schema=CORPUS)
+
+
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_invariants_hold_for_every_strategy(strategy):
     candidates, positives, qrels, queries = _tables()
-    negatives, stats = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives=5, seed=3)
+    negatives, stats = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives=5, seed=3, corpus=_corpus())
     labelled = {(r["query_id"], r["doc_id"]) for r in qrels.to_pylist()}
     rows = negatives.to_pylist()
     assert rows and all((r["query_id"], r["neg_id"]) not in labelled for r in rows)
@@ -90,7 +96,7 @@ def test_invariants_hold_for_every_strategy(strategy):
     for negs in per_pair.values():
         assert len(negs) <= 5 and len(set(negs)) == len(negs)
     assert [r["neg_rank"] for r in rows[:5]] == [1, 2, 3, 4, 5] or strategy == "range"
-    again, _ = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives=5, seed=3)
+    again, _ = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives=5, seed=3, corpus=_corpus())
     assert again.equals(negatives)
 
 
@@ -121,7 +127,7 @@ def test_seed_changes_sample_and_order_of_queries_does_not():
 
 
 def test_unknown_strategy_and_parameter_errors_name_the_choices():
-    with pytest.raises(StageError, match=r"unknown strategy 'nope'; choose from \['range', 'simans', 'topk'\]"):
+    with pytest.raises(StageError, match=r"unknown strategy 'nope'; choose from \['positive-aware', 'random', 'range', 'simans', 'star', 'topk'\]"):
         strategy_params("nope")
     with pytest.raises(StageError, match=r"strategy 'topk' has no parameter\(s\) \['a'\]; it takes \[\]"):
         sample_pools([], "topk", a=1.0)
@@ -138,7 +144,8 @@ def test_unknown_strategy_and_parameter_errors_name_the_choices():
 )
 def test_invariants_property(n_cands, n_pos, num_negatives, seed, strategy, positive_in_candidates):
     candidates, positives, qrels, queries = _tables(2, n_cands, n_pos, positive_in_candidates)
-    pools = build_pools(candidates, positives, qrels, queries)
+    corpus = _corpus()
+    pools = build_pools(candidates, positives, qrels, queries, corpus)
     negatives, stats = sample_pools(pools, strategy, num_negatives, seed)
     labelled = {(r["query_id"], r["doc_id"]) for r in qrels.to_pylist()}
     seen = set()
@@ -149,7 +156,12 @@ def test_invariants_property(n_cands, n_pos, num_negatives, seed, strategy, posi
         seen.add((r["query_id"], r["pos_id"], r["neg_id"]))
         counts[(r["query_id"], r["pos_id"])] = counts.get((r["query_id"], r["pos_id"]), 0) + 1
     assert all(c <= num_negatives for c in counts.values())
+    # what each strategy can fill up to: its pool, the corpus, or the candidates under 0.95 · s+ (= 0.5)
     pool_size = {p.query_id: len(p) for p in pools}
-    if strategy != "range":  # topk and simans fill up to the pool size
+    corpus_size = {p.query_id: corpus.num_rows - len(p.positives) for p in pools}
+    safe_size = {p.query_id: int(np.sum(p.scores < 0.95 * 0.5)) for p in pools}
+    fill = {"random": corpus_size, "star": corpus_size, "positive-aware": safe_size}.get(strategy, pool_size)
+    if strategy != "range":
         for (qid, _), c in counts.items():
-            assert c == min(num_negatives, pool_size[qid])
+            assert c == min(num_negatives, fill[qid])
+        assert stats["pairs"] == sum(len(p.positives) for p in pools)
