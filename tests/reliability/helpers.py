@@ -58,3 +58,56 @@ def negmine_cmd(*args) -> list[str]:
 
 def run_negmine(*args, timeout=120, **env) -> subprocess.CompletedProcess:
     return subprocess.run(negmine_cmd(*args), env=negmine_env(**env), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def start_negmine(*args, **env) -> subprocess.Popen:
+    """A real ``negmine`` process (its own session, so SIGKILL reaches only it)."""
+    return subprocess.Popen(
+        negmine_cmd(*args), env=negmine_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=ROOT, start_new_session=True,
+    )
+
+
+def wait_for_pause(proc: subprocess.Popen, timeout: float = 90) -> str:
+    """Read the process's stderr until the NEGMINE_TEST_PAUSE_AT hook says it has stopped."""
+    import selectors
+    import time
+
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stderr, selectors.EVENT_READ)
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if selector.select(0.1):
+            line = proc.stderr.readline()
+            seen.append(line)
+            if line.startswith("negmine-test: paused before renaming"):
+                return line
+            if line == "" and proc.poll() is not None:
+                break
+    proc.kill()
+    raise AssertionError(f"negmine never paused (rc={proc.poll()}):\n{''.join(seen)}")
+
+
+def final_tables(run: Path) -> dict[str, str]:
+    """Hashes of a run's tables and embeddings (everything but the manifest's timings and the lock)."""
+    return {k: v for k, v in tree_hashes(run).items() if k.endswith((".parquet", ".npy"))}
+
+
+def temporaries(run: Path) -> list[str]:
+    return sorted(str(p.relative_to(run)) for p in Path(run).rglob(".*.tmp"))
+
+
+_REFERENCES: dict = {}
+
+
+def reference_run(name: str, *args) -> Path:
+    """An uninterrupted run, made once per test session and shared by the modules that compare with it."""
+    import tempfile
+
+    if name not in _REFERENCES:
+        run = Path(tempfile.mkdtemp(prefix=f"negmine-ref-{name}-")) / "run"
+        result = run_negmine(*[a if a != "{run}" else run for a in args], timeout=300)
+        assert result.returncode == 0, result.stderr
+        _REFERENCES[name] = run
+    return _REFERENCES[name]
