@@ -224,6 +224,7 @@ def mine(
     range_min: Optional[int] = typer.Option(None, "--range-min", help="range: first rank (default 10)."),
     range_max: Optional[int] = typer.Option(None, "--range-max", help="range: last rank (default 50)."),
     param: List[str] = typer.Option([], "--param", help="Any other strategy parameter, NAME=VALUE."),
+    teacher: Optional[str] = TeacherOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ):
@@ -236,7 +237,7 @@ def mine(
             return mine_pipeline(
                 run, data, strategy, source, fmt, split, model, k, num_negatives, seed, threads,
                 max_seq_length, dtype, batch_size, bm25_backend, params, force,
-                on_stage=lambda name: status.update(f"[bold]{name}[/] …"),
+                on_stage=lambda name: status.update(f"[bold]{name}[/] …"), teacher=teacher,
             )
 
     _with_run(run_dir, body, as_json, f"mine --strategy {strategy}")

@@ -27,12 +27,19 @@ def mine(
     params: dict | None = None,
     force: bool = False,
     on_stage=None,
+    teacher: str | None = None,
 ) -> list[StageResult]:
-    """ingest → {bm25 | dense} → sample. ``on_stage(name)`` is called before each stage starts."""
+    """ingest → {bm25 | dense} → [rescore] → sample. ``on_stage(name)`` is called before each stage starts.
+
+    With a ``teacher`` (see negmine.rescore) the candidates are rescored before sampling; the
+    ``denoise`` strategy needs one.
+    """
     from negmine.errors import StageError
 
     if source not in SOURCES:
         raise StageError(f"unknown candidate source {source!r}; choose from {sorted(SOURCES)}")
+    if strategy == "denoise" and teacher is None:
+        raise StageError("strategy 'denoise' needs a teacher; pass --teacher cross-encoder:NAME_OR_PATH (or bi-encoder:NAME_OR_PATH)")
     notify = on_stage or (lambda name: None)
     results = []
     notify("ingest")
@@ -43,6 +50,11 @@ def mine(
     else:
         notify("dense")
         results.extend(dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads=threads, force=force))
+    if teacher is not None:
+        from negmine.stages import rescore_stage
+
+        notify("rescore")
+        results.append(rescore_stage(run, teacher, source, batch_size=batch_size, force=force))
     notify("sample")
     results.append(sample_stage(run, strategy, source, num_negatives, seed, params, force=force))
     return results

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from negmine.errors import StageError
 from negmine.sample import STRATEGIES, sample_negatives, sample_pools, strategy_params
-from negmine.sample.pool import QueryPool, build_pools
+from negmine.sample.pool import QueryPool, attach_teacher_scores, build_pools
 from negmine.sample.simans import simans_negatives, simans_weights
 from negmine.schemas import CANDIDATES, CORPUS, POSITIVE_SCORES, QRELS, QUERIES
 
@@ -83,10 +83,21 @@ def _corpus():
     return pa.table({"doc_id": ids, "title": [None] * len(ids), "text": ["t"] * len(ids)}, schema=CORPUS)
 
 
+def _teacher(candidates, positives):
+    """Teacher-score tables as `negmine rescore` writes them: ce_prob = 0.09 · score (< 0.1, so denoise keeps all)."""
+    from negmine.schemas import SCORED_CANDIDATES, SCORED_POSITIVES
+
+    def scored(table, schema):
+        s = table.column("score").to_numpy()
+        return table.append_column("ce_score", pa.array(s, pa.float32())).append_column("ce_prob", pa.array(0.09 * s, pa.float32())).cast(schema)
+
+    return {"scored_candidates": scored(candidates, SCORED_CANDIDATES), "scored_positives": scored(positives, SCORED_POSITIVES)}
+
+
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_invariants_hold_for_every_strategy(strategy):
     candidates, positives, qrels, queries = _tables()
-    negatives, stats = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives=5, seed=3, corpus=_corpus())
+    negatives, stats = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives=5, seed=3, corpus=_corpus(), **_teacher(candidates, positives))
     labelled = {(r["query_id"], r["doc_id"]) for r in qrels.to_pylist()}
     rows = negatives.to_pylist()
     assert rows and all((r["query_id"], r["neg_id"]) not in labelled for r in rows)
@@ -96,7 +107,7 @@ def test_invariants_hold_for_every_strategy(strategy):
     for negs in per_pair.values():
         assert len(negs) <= 5 and len(set(negs)) == len(negs)
     assert [r["neg_rank"] for r in rows[:5]] == [1, 2, 3, 4, 5] or strategy == "range"
-    again, _ = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives=5, seed=3, corpus=_corpus())
+    again, _ = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives=5, seed=3, corpus=_corpus(), **_teacher(candidates, positives))
     assert again.equals(negatives)
 
 
@@ -127,7 +138,7 @@ def test_seed_changes_sample_and_order_of_queries_does_not():
 
 
 def test_unknown_strategy_and_parameter_errors_name_the_choices():
-    with pytest.raises(StageError, match=r"unknown strategy 'nope'; choose from \['positive-aware', 'random', 'range', 'simans', 'star', 'topk'\]"):
+    with pytest.raises(StageError, match=r"unknown strategy 'nope'; choose from \['denoise', 'positive-aware', 'random', 'range', 'simans', 'star', 'topk'\]"):
         strategy_params("nope")
     with pytest.raises(StageError, match=r"strategy 'topk' has no parameter\(s\) \['a'\]; it takes \[\]"):
         sample_pools([], "topk", a=1.0)
@@ -146,6 +157,7 @@ def test_invariants_property(n_cands, n_pos, num_negatives, seed, strategy, posi
     candidates, positives, qrels, queries = _tables(2, n_cands, n_pos, positive_in_candidates)
     corpus = _corpus()
     pools = build_pools(candidates, positives, qrels, queries, corpus)
+    attach_teacher_scores(pools, *_teacher(candidates, positives).values())
     negatives, stats = sample_pools(pools, strategy, num_negatives, seed)
     labelled = {(r["query_id"], r["doc_id"]) for r in qrels.to_pylist()}
     seen = set()

@@ -15,6 +15,11 @@ to uniform over the pool; values of 10–100 are more selective there.
 ``positive_score`` chooses s⁺ when a query has several positives: ``pair`` (each (query, positive)
 pair uses its own positive's score), ``random`` (a positive's score drawn at random for each pair), ``mean`` or
 ``max`` over the query's positives.
+
+``score`` chooses whose scores s are: ``retriever`` (default; the candidates' retrieval scores) or
+``ce`` (the teacher's raw ``ce_score`` from ``negmine rescore``, for candidates and positives alike;
+the sample stage loads it when the run has ``scored_candidates_<source>``). ``a`` and ``b`` are on
+the scale of that score (a cross-encoder logit spans ~±10, a bi-encoder teacher's cosine [−1, 1]).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from negmine.sample.pool import QueryPool
 
 KERNELS = ("gaussian", "laplace")
 POSITIVE_SCORES = ("pair", "random", "mean", "max")
+SCORES = ("retriever", "ce")
 
 
 def simans_weights(scores: np.ndarray, positive_score: float, a: float = 0.5, b: float = 0.0, kernel: str = "gaussian") -> np.ndarray:
@@ -38,13 +44,13 @@ def simans_weights(scores: np.ndarray, positive_score: float, a: float = 0.5, b:
     return w / w.sum()
 
 
-def resolve_positive_score(pool: QueryPool, pos_index: int, mode: str, rng: np.random.Generator) -> float:
+def resolve_positive_score(pool: QueryPool, pos_index: int, mode: str, rng: np.random.Generator, score: str = "retriever") -> float:
     if mode not in POSITIVE_SCORES:
         raise StageError(f"unknown --positive-score {mode!r}; choose from {sorted(POSITIVE_SCORES)}")
-    scores = [s for _, s in pool.positives]
+    scores = [s for _, s in pool.positives] if score == "retriever" else list(pool.positive_ce or [None] * len(pool.positives))
     if any(s is None for s in scores):
-        missing = [p for p, s in pool.positives if s is None]
-        raise StageError(f"query {pool.query_id!r}: no retriever score for positive(s) {missing}; SimANS needs s(q, d+)")
+        missing = [p for (p, _), s in zip(pool.positives, scores) if s is None]
+        raise StageError(f"query {pool.query_id!r}: no {score} score for positive(s) {missing}; SimANS needs s(q, d+)")
     if mode == "pair":
         return float(scores[pos_index])
     if mode == "random":
@@ -61,11 +67,16 @@ def simans_negatives(
     b: float = 0.0,
     kernel: str = "gaussian",
     positive_score: str = "pair",
+    score: str = "retriever",
 ) -> np.ndarray:
     """``num_negatives`` indices drawn without replacement with the SimANS probabilities, in draw order."""
+    if score not in SCORES:
+        raise StageError(f"unknown SimANS score {score!r}; choose from {sorted(SCORES)}")
     if len(pool) == 0:
         return np.arange(0)
-    s_pos = resolve_positive_score(pool, pos_index, positive_score, rng)
-    p = simans_weights(pool.scores, s_pos, a, b, kernel)
+    if score == "ce" and (pool.ce_scores is None or np.isnan(pool.ce_scores).any()):
+        raise StageError(f"query {pool.query_id!r}: SimANS score='ce' needs teacher scores of every candidate; run `negmine rescore` on this source first")
+    s_pos = resolve_positive_score(pool, pos_index, positive_score, rng, score)
+    p = simans_weights(pool.scores if score == "retriever" else pool.ce_scores, s_pos, a, b, kernel)
     size = min(num_negatives, int(np.count_nonzero(p)))
     return rng.choice(len(pool), size=size, replace=False, p=p)
