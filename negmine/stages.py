@@ -219,6 +219,25 @@ def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int
     return _run_stage(run, f"rescore.{source}", config, inputs, outputs, compute, force)
 
 
+def cluster_stage(run: Run, model: str, n_clusters: int | None = None, seed: int = 42, max_seq_length: int | None = 256, batch_size: int = 64, force: bool = False) -> StageResult:
+    """k-means on the queries' embeddings (same bi-encoder as the dense stage) → clusters.parquet."""
+    from negmine.cluster import cluster_queries, cluster_summary
+    from negmine.dense import encode, load_model
+
+    inputs = _inputs(run, "queries")
+    outputs = _inputs(run, "clusters")
+    config = {"model": _model_id(model), "n_clusters": n_clusters, "seed": seed, "max_seq_length": max_seq_length}
+
+    def compute():
+        queries = read_table(inputs[0], QUERIES, "queries")
+        embeddings = encode(load_model(model, max_seq_length), queries.column("text").to_pylist(), batch_size)
+        clusters = cluster_queries(queries.column("query_id").to_pylist(), embeddings, n_clusters, seed)
+        write_table(clusters, outputs[0], CLUSTERS)
+        return cluster_summary(clusters)
+
+    return _run_stage(run, "cluster", config, inputs, outputs, compute, force)
+
+
 def sample_stage(run: Run, strategy: str = "simans", source: str = "dense", num_negatives: int = 7, seed: int = 42, params: dict | None = None, force: bool = False) -> StageResult:
     from negmine.errors import StageError
     from negmine.sample import NEEDS, sample_negatives, strategy_params
@@ -302,3 +321,74 @@ def score_summary(negatives) -> dict:
         "share_negative_above_positive": round(float(np.mean(neg[ok] > pos[ok])), 4) if ok.any() else None,
         "mean_source_rank": round(float(np.mean(ranks[~np.isnan(ranks)])), 2) if (~np.isnan(ranks)).any() else None,
     }
+
+
+def estimate_fn_stage(
+    run: Run,
+    source: str = "dense",
+    threshold: float | None = None,
+    qrels_full: str | Path | None = None,
+    audit: int = 0,
+    audit_labels: str | Path | None = None,
+    seed: int = 42,
+    n_boot: int = 1000,
+    force: bool = False,
+) -> StageResult:
+    """False-negative estimates (negmine.estimate_fn) for every negatives_*.parquet of the run; writes fn_report.*"""
+    from negmine import estimate_fn as fn
+    from negmine.errors import StageError
+    from negmine.io import write_json
+    from negmine.schemas import FN_REPORT, SCORED_CANDIDATES, SCORED_POSITIVES
+
+    negatives_paths = sorted(run.path.glob("negatives_*.parquet"))
+    if not negatives_paths:
+        raise StageError(f"{run.path}: no negatives_*.parquet; run `negmine sample --run {run.path}` first")
+    scored = _inputs(run, f"scored_candidates_{source}", f"scored_positives_{source}")
+    has_teacher = all(p.exists() for p in scored)
+    inputs = negatives_paths + (scored if has_teacher else []) + _inputs(run, "qrels")
+    inputs += [Path(p) for p in (qrels_full, audit_labels) if p is not None] + (_inputs(run, "corpus", "queries") if audit else [])
+    outputs = [run.file("fn_report.parquet"), run.file("fn_report.json")] + ([run.file("fn_audit.csv"), run.file("fn_audit.parquet")] if audit else [])
+    config = {"source": source, "threshold": threshold, "qrels_full": str(qrels_full) if qrels_full else None, "audit": audit,
+              "audit_labels": str(audit_labels) if audit_labels else None, "seed": seed, "n_boot": n_boot}
+
+    def compute():
+        negatives = {p.stem.removeprefix("negatives_"): read_table(p, NEGATIVES, "negatives") for p in negatives_paths}
+        qrels = read_table(table_path(run, "qrels"), QRELS, "qrels")
+        teacher = (read_table(scored[0], SCORED_CANDIDATES, "scored_candidates"), read_table(scored[1], SCORED_POSITIVES, "scored_positives")) if has_teacher else None
+        full = fn.read_qrels_file(qrels_full) if qrels_full is not None else None
+        labels = fn.read_audit_labels(audit_labels) if audit_labels is not None else None
+        rows, summary = [], {}
+        for strategy, table in negatives.items():
+            entry = {"negatives": table.num_rows, "score_ratio": fn.score_ratio(table)}
+            methods = []
+            if teacher is not None:
+                teacher_rows, entry["teacher_unscored"] = fn.teacher_estimate(table, *teacher, threshold, n_boot, seed)
+                methods.append(teacher_rows)
+            if full is not None:
+                label_rows, entry["judged_queries"] = fn.label_estimate(table, full, qrels, n_boot, seed)
+                methods.append(label_rows)
+            if labels is not None:
+                methods.append(fn.audit_estimate(table, labels))
+            for method_rows in methods:
+                rows.extend(method_rows)
+                overall = method_rows[0]
+                entry[overall["method"]] = {k: overall[k] for k in ("negatives", "false_negatives", "rate", "ci_low", "ci_high")}
+            summary[strategy] = entry
+        report = fn.report_table(rows)
+        write_table(report, outputs[0], FN_REPORT)
+        write_json({"strategies": summary, "rows": rows, "config": config}, outputs[1])
+        if audit:
+            import pyarrow.csv as pacsv
+
+            sample = fn.audit_sample(negatives, read_table(table_path(run, "corpus"), CORPUS, "corpus"), read_table(table_path(run, "queries"), QUERIES, "queries"), audit, seed)
+            from negmine.io import atomic_path
+
+            with atomic_path(outputs[2]) as tmp:
+                pacsv.write_csv(sample, tmp)
+            with atomic_path(outputs[3]) as tmp:
+                import pyarrow.parquet as pq
+
+                pq.write_table(sample, tmp)
+        return {"teacher": has_teacher, "strategies": summary}
+
+    return _run_stage(run, "estimate-fn", config, inputs, outputs, compute, force)

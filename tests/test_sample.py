@@ -12,7 +12,7 @@ from negmine.errors import StageError
 from negmine.sample import STRATEGIES, sample_negatives, sample_pools, strategy_params
 from negmine.sample.pool import QueryPool, attach_teacher_scores, build_pools
 from negmine.sample.simans import simans_negatives, simans_weights
-from negmine.schemas import CANDIDATES, CORPUS, POSITIVE_SCORES, QRELS, QUERIES
+from negmine.schemas import CANDIDATES, CLUSTERS, CORPUS, POSITIVE_SCORES, QRELS, QUERIES
 
 
 def test_simans_weights_follow_the_formula():
@@ -83,6 +83,11 @@ def _corpus():
     return pa.table({"doc_id": ids, "title": [None] * len(ids), "text": ["t"] * len(ids)}, schema=CORPUS)
 
 
+def _clusters(n_queries=4):
+    ids = [f"q{q}" for q in range(n_queries)]
+    return pa.table({"query_id": ids, "cluster_id": [q % 2 for q in range(n_queries)], "distance": [0.0] * n_queries}, schema=CLUSTERS)
+
+
 def _teacher(candidates, positives):
     """Teacher-score tables as `negmine rescore` writes them: ce_prob = 0.09 · score (< 0.1, so denoise keeps all)."""
     from negmine.schemas import SCORED_CANDIDATES, SCORED_POSITIVES
@@ -97,7 +102,7 @@ def _teacher(candidates, positives):
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_invariants_hold_for_every_strategy(strategy):
     candidates, positives, qrels, queries = _tables()
-    negatives, stats = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives=5, seed=3, corpus=_corpus(), **_teacher(candidates, positives))
+    negatives, stats = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives=5, seed=3, corpus=_corpus(), clusters=_clusters(), **_teacher(candidates, positives))
     labelled = {(r["query_id"], r["doc_id"]) for r in qrels.to_pylist()}
     rows = negatives.to_pylist()
     assert rows and all((r["query_id"], r["neg_id"]) not in labelled for r in rows)
@@ -107,7 +112,7 @@ def test_invariants_hold_for_every_strategy(strategy):
     for negs in per_pair.values():
         assert len(negs) <= 5 and len(set(negs)) == len(negs)
     assert [r["neg_rank"] for r in rows[:5]] == [1, 2, 3, 4, 5] or strategy == "range"
-    again, _ = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives=5, seed=3, corpus=_corpus(), **_teacher(candidates, positives))
+    again, _ = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives=5, seed=3, corpus=_corpus(), clusters=_clusters(), **_teacher(candidates, positives))
     assert again.equals(negatives)
 
 
@@ -138,7 +143,7 @@ def test_seed_changes_sample_and_order_of_queries_does_not():
 
 
 def test_unknown_strategy_and_parameter_errors_name_the_choices():
-    with pytest.raises(StageError, match=r"unknown strategy 'nope'; choose from \['denoise', 'positive-aware', 'random', 'range', 'simans', 'star', 'topk'\]"):
+    with pytest.raises(StageError, match=r"unknown strategy 'nope'; choose from \['curriculum', 'denoise', 'positive-aware', 'random', 'range', 'simans', 'star', 'tas-balanced', 'topk'\]"):
         strategy_params("nope")
     with pytest.raises(StageError, match=r"strategy 'topk' has no parameter\(s\) \['a'\]; it takes \[\]"):
         sample_pools([], "topk", a=1.0)
@@ -156,7 +161,7 @@ def test_unknown_strategy_and_parameter_errors_name_the_choices():
 def test_invariants_property(n_cands, n_pos, num_negatives, seed, strategy, positive_in_candidates):
     candidates, positives, qrels, queries = _tables(2, n_cands, n_pos, positive_in_candidates)
     corpus = _corpus()
-    pools = build_pools(candidates, positives, qrels, queries, corpus)
+    pools = build_pools(candidates, positives, qrels, queries, corpus, _clusters())
     attach_teacher_scores(pools, *_teacher(candidates, positives).values())
     negatives, stats = sample_pools(pools, strategy, num_negatives, seed)
     labelled = {(r["query_id"], r["doc_id"]) for r in qrels.to_pylist()}
@@ -167,6 +172,8 @@ def test_invariants_property(n_cands, n_pos, num_negatives, seed, strategy, posi
         assert (r["query_id"], r["pos_id"], r["neg_id"]) not in seen
         seen.add((r["query_id"], r["pos_id"], r["neg_id"]))
         counts[(r["query_id"], r["pos_id"])] = counts.get((r["query_id"], r["pos_id"]), 0) + 1
+        assert r["cluster_id"] == int(r["query_id"][1:]) % 2  # from _clusters()
+        assert (r["stage"] is not None) == (strategy == "curriculum")
     assert all(c <= num_negatives for c in counts.values())
     # what each strategy can fill up to: its pool, the corpus, or the candidates under 0.95 · s+ (= 0.5)
     pool_size = {p.query_id: len(p) for p in pools}

@@ -9,7 +9,9 @@ from negmine.errors import StageError
 from negmine.sample import sample_pools
 from negmine.sample.pool import QueryPool
 from negmine.sample.positive_aware import positive_aware_negatives
+from negmine.sample.curriculum import curriculum_negatives
 from negmine.sample.star import star_negatives
+from negmine.sample.tas_balanced import margin_bins, tas_balanced_negatives, teacher_scores
 from negmine.sample.uniform import random_negatives
 
 CORPUS_IDS = [f"d{i}" for i in range(10)] + ["p1", "p2"]
@@ -121,3 +123,62 @@ def test_star_fills_with_random_when_the_hard_pool_is_short():
     assert star_negatives(p, 0, 4, np.random.default_rng(0), hard_ratio=0.0).tolist() != []
     with pytest.raises(StageError, match=r"star: hard_ratio must lie in \[0, 1\], got 1.5"):
         star_negatives(p, 0, 4, np.random.default_rng(0), hard_ratio=1.5)
+
+
+# tas-balanced -----------------------------------------------------------------------------------
+
+
+def test_margin_bins_are_ten_equal_width_bins_over_the_pools_range():
+    margins = np.array([0.0, 0.05, 0.1, 0.55, 0.99, 1.0])
+    # width (1.0 − 0.0) / 10 = 0.1; bin = ⌊(m − min) / width⌋, the maximum in the last bin
+    assert margin_bins(margins).tolist() == [0, 0, 1, 5, 9, 9]
+    assert margin_bins(np.array([0.3, 0.3])).tolist() == [0, 0]
+
+
+def test_tas_balanced_draws_a_bin_uniformly_then_a_candidate_in_it():
+    # s+ = 1.0; margins 1 − s: eight candidates in the narrowest-margin bin, one in the widest
+    scores = [0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.0]
+    p = pool(scores=scores, positives=(("p1", 1.0),))
+    rng = np.random.default_rng(0)
+    first = Counter(int(tas_balanced_negatives(p, 0, 1, rng)[0]) for _ in range(8000))
+    # p(lone candidate) = p(its bin) = 1/2 (two non-empty bins); each of the others 1/2 · 1/8
+    assert first[8] / 8000 == pytest.approx(1 / 2, abs=0.02)
+    assert first[0] / 8000 == pytest.approx(1 / 2 * 1 / 8, abs=0.015)
+    assert sorted(tas_balanced_negatives(p, 0, 20, rng).tolist()) == list(range(9))  # fills the pool
+
+
+def test_tas_balanced_uses_teacher_scores_when_the_pool_has_them():
+    p = pool(scores=[0.95] * 8 + [0.0], positives=(("p1", 1.0),))
+    p.ce_scores = np.array([5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 4.0], np.float32)  # teacher: one margin bin of 8 + one of 1
+    p.positive_ce = [5.0]
+    scores, s_pos = teacher_scores(p, 0)
+    assert s_pos == 5.0 and scores.tolist() == p.ce_scores.tolist()
+    p.ce_scores[0] = np.nan  # incomplete teacher scores: fall back to the retriever
+    assert teacher_scores(p, 0)[1] == 1.0
+
+
+def test_tas_balanced_writes_the_querys_cluster():
+    negatives, _ = sample_pools([pool(cluster_id=17), pool(cluster_id=None)], "tas-balanced", num_negatives=2, seed=1)
+    assert negatives.column("cluster_id").to_pylist() == [17, 17, None, None]
+
+
+# curriculum -------------------------------------------------------------------------------------
+
+
+def test_curriculum_bands_from_easy_to_hard():
+    p = pool(scores=np.linspace(0.9, 0.0, 10))  # ranks 1..10
+    indices, stages = curriculum_negatives(p, 0, 7, np.random.default_rng(0), n_stages=3)
+    # bands of ranks (array_split of 10 into 3): hard {0..3}, middle {4..6}, easy {7..9}
+    # quotas of 7 into 3: 3 to the hardest band, 2 and 2 to the others
+    assert stages.tolist() == [1, 1, 2, 2, 3, 3, 3]
+    band = {1: range(7, 10), 2: range(4, 7), 3: range(0, 4)}
+    assert all(i in band[s] for i, s in zip(indices.tolist(), stages.tolist()))
+    assert len(set(indices.tolist())) == 7
+
+
+def test_curriculum_stage_column_and_short_pools():
+    negatives, stats = sample_pools([pool(scores=(0.9, 0.5))], "curriculum", num_negatives=7, seed=0)
+    assert negatives.column("stage").to_pylist() == [2, 3]  # 2 candidates in 3 bands: the easiest band is empty
+    assert stats["pairs_short_of_num_negatives"] == 1
+    topk, _ = sample_pools([pool()], "topk", num_negatives=2, seed=0)
+    assert topk.column("stage").null_count == 2

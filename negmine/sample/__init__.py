@@ -21,12 +21,14 @@ import numpy as np
 import pyarrow as pa
 
 from negmine.errors import StageError
+from negmine.sample.curriculum import curriculum_negatives
 from negmine.sample.pool import QueryPool, attach_teacher_scores, build_pools, rng_for
 from negmine.sample.denoise import denoise_negatives
 from negmine.sample.rank_range import range_negatives
 from negmine.sample.simans import simans_negatives
 from negmine.sample.positive_aware import positive_aware_negatives
 from negmine.sample.star import star_negatives
+from negmine.sample.tas_balanced import tas_balanced_negatives
 from negmine.sample.topk import topk_negatives
 from negmine.sample.uniform import random_negatives
 from negmine.schemas import NEGATIVES
@@ -38,6 +40,8 @@ STRATEGIES: dict[str, Callable[..., np.ndarray]] = {
     "random": random_negatives,
     "positive-aware": positive_aware_negatives,
     "star": star_negatives,
+    "tas-balanced": tas_balanced_negatives,
+    "curriculum": curriculum_negatives,
     "denoise": denoise_negatives,
 }
 
@@ -45,6 +49,7 @@ STRATEGIES: dict[str, Callable[..., np.ndarray]] = {
 NEEDS: dict[str, tuple[str, ...]] = {
     "random": ("corpus",),
     "star": ("corpus",),
+    "tas-balanced": ("clusters",),
 }
 
 
