@@ -174,9 +174,26 @@ def rescore(
 
 
 @app.command()
+def cluster(
+    run_dir: Path = RunOpt,
+    model: str = ModelOpt,
+    n_clusters: Optional[int] = typer.Option(None, "--n-clusters", help="k of k-means (default √#queries, at most 2000)."),
+    seed: int = typer.Option(42, "--seed", help="k-means seed (same seed, same clusters)."),
+    max_seq_length: int = typer.Option(256, "--max-seq-length", help="Tokens per query."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Encoding batch size."),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+):
+    """Cluster the queries (k-means on their embeddings); writes clusters.parquet for tas-balanced."""
+    from negmine.stages import cluster_stage
+
+    _with_run(run_dir, lambda run: cluster_stage(run, model, n_clusters, seed, max_seq_length, batch_size, force), as_json, "cluster")
+
+
+@app.command()
 def sample(
     run_dir: Path = RunOpt,
-    strategy: str = typer.Option("simans", "--strategy", "-s", help="topk | range | simans"),
+    strategy: str = typer.Option("simans", "--strategy", "-s", help="topk | range | simans | random | positive-aware | star | tas-balanced | curriculum | denoise"),
     source: str = typer.Option("dense", "--source", help="Candidate pool: dense | bm25"),
     num_negatives: int = typer.Option(7, "--num-negatives", "-n", help="Negatives per (query, positive)."),
     seed: int = typer.Option(42, "--seed", help="Random seed (same seed, same bytes)."),
@@ -204,7 +221,7 @@ def sample(
 def mine(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset directory (BEIR, MS MARCO or Parquet layout)."),
     run_dir: Path = RunOpt,
-    strategy: str = typer.Option("simans", "--strategy", "-s", help="topk | range | simans"),
+    strategy: str = typer.Option("simans", "--strategy", "-s", help="topk | range | simans | random | positive-aware | star | tas-balanced | curriculum | denoise"),
     source: str = typer.Option("dense", "--source", help="Candidate pool: dense | bm25"),
     fmt: str = typer.Option("auto", "--format", help="auto | beir | msmarco | parquet"),
     split: str = typer.Option("train", "--split", help="qrels split whose positives are mined."),
@@ -243,6 +260,49 @@ def mine(
     _with_run(run_dir, body, as_json, f"mine --strategy {strategy}")
 
 
+@app.command("estimate-fn")
+def estimate_fn(
+    run_dir: Path = RunOpt,
+    source: str = typer.Option("dense", "--source", help="Candidate source whose teacher scores (scored_*_<source>) to use."),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", help="Teacher: count a negative when its ce_prob > THRESHOLD (default: when its ce_score > its positive's)."
+    ),
+    qrels_full: Optional[Path] = typer.Option(None, "--qrels-full", help="Qrels with more judgements than mined with (BEIR tsv or Parquet)."),
+    audit: int = typer.Option(0, "--audit", help="Write a seeded audit sample of N negatives per strategy (fn_audit.csv/.parquet)."),
+    audit_labels: Optional[Path] = typer.Option(None, "--audit-labels", help="CSV query_id,neg_id,label (0/1) of a labelled audit."),
+    seed: int = typer.Option(42, "--seed", help="Seed of the bootstrap and the audit sample."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples (of queries)."),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+):
+    """Estimate the false-negative rate of every negatives_*.parquet (teacher, extra qrels, hand audit); writes fn_report.parquet/json."""
+    from negmine.stages import estimate_fn_stage
+
+    results = _with_run(
+        run_dir, lambda run: estimate_fn_stage(run, source, threshold, qrels_full, audit, audit_labels, seed, n_boot, force), as_json, "estimate-fn"
+    )
+    if not as_json and results:
+        _print_fn_table(results[0].entry.get("stats", {}).get("strategies", {}))
+
+
+def _print_fn_table(summary: dict) -> None:
+    from rich.table import Table
+
+    def cell(estimate):
+        if not estimate or estimate.get("rate") is None:
+            return "–"
+        return f"{estimate['rate']:.1%} [{estimate['ci_low']:.1%}, {estimate['ci_high']:.1%}]"
+
+    table = Table(title="estimated false-negative rate [95% interval]", title_justify="left")
+    for column in ("strategy", "negatives", "teacher", "labels", "audit", "neg/pos score"):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for strategy, entry in sorted(summary.items()):
+        ratio = entry.get("score_ratio")
+        table.add_row(strategy, str(entry["negatives"]), cell(entry.get("teacher")), cell(entry.get("labels")), cell(entry.get("audit")),
+                      "–" if ratio is None else f"{ratio:.3f}")
+    err.print(table)
+
+
 @app.command()
 def sql(
     query: str = typer.Argument(..., help="SQL; every Parquet table of the run is a view named after its file."),
@@ -259,6 +319,71 @@ def sql(
             raise BadInputError("--format", f"unknown format {fmt!r}; choose from {sorted(FORMATS)}")
         columns, rows = run_query(run_dir, query)
         _print_rows(columns, rows, fmt)
+
+    _guarded(go)
+
+
+@app.command()
+def train(
+    run_dir: Path = typer.Option(..., "--run", "-r", help="Run directory holding the mined negatives."),
+    model: str = ModelOpt,
+    name: str = typer.Option(..., "--name", help="Model name; saved to RUN/models/NAME/final."),
+    method: str = typer.Option("mnrl", "--method", help="mnrl | star | adore"),
+    strategy: str = typer.Option("simans", "--strategy", "-s", help="Which negatives_<strategy> table; 'none' for in-batch only."),
+    loss: str = typer.Option("mnrl", "--loss", help="mnrl | cached-mnrl (GradCache, large batches in small memory)"),
+    num_negatives: int = typer.Option(1, "--num-negatives", "-n", help="Mined negatives per example."),
+    random_negatives: int = typer.Option(1, "--random-negatives", help="star: random corpus negatives per example."),
+    batching: str = typer.Option("no-duplicates", "--batching", help="no-duplicates | tas-balanced (needs clusters)"),
+    epochs: int = typer.Option(1, "--epochs"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    learning_rate: float = typer.Option(2e-5, "--lr", help="Learning rate."),
+    seed: int = typer.Option(42, "--seed"),
+    max_seq_length: int = typer.Option(256, "--max-seq-length"),
+    adore_k: int = typer.Option(200, "--adore-k", help="adore: documents retrieved per query each step."),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+):
+    """Fine-tune a bi-encoder on the mined negatives (sentence-transformers Trainer; ADORE for --method adore)."""
+    from negmine.training_stages import train_stage
+
+    chosen = None if strategy == "none" else strategy
+    _with_run(
+        run_dir,
+        lambda run: train_stage(run, model, name, method, chosen, loss, num_negatives, random_negatives, batching, epochs, batch_size, learning_rate, seed, max_seq_length, adore_k, force),
+        as_json,
+        "train",
+    )
+
+
+@app.command()
+def evaluate(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to evaluate (query encoder)."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset directory (BEIR, MS MARCO or Parquet layout)."),
+    split: str = typer.Option("test", "--split"),
+    metric: List[str] = typer.Option([], "--metric", help="ir-measures names, repeatable (default nDCG@10, RR@10, R@100)."),
+    doc_model: Optional[str] = typer.Option(None, "--doc-model", help="Separate document encoder (ADORE models)."),
+    max_seq_length: int = typer.Option(256, "--max-seq-length"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Per-query results (Parquet); aggregate beside it as JSON."),
+    compare: List[Path] = typer.Option([], "--compare", help="Two result files: paired t-test of the second against the first."),
+):
+    """nDCG@10 / MRR@10 / Recall@100 of a model on a test split, or --compare A B for a paired significance test."""
+    from negmine.errors import BadInputError
+
+    def go():
+        if compare:
+            if len(compare) != 2:
+                raise BadInputError("--compare", "give exactly two result files")
+            from negmine.training_stages import compare_results
+
+            rows = compare_results(compare[0], compare[1], metric)
+            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+            return
+        if not model or not data:
+            raise BadInputError("--model", "evaluate needs --model and --data (or --compare A B)")
+        from negmine.training_stages import evaluate_model
+
+        result = evaluate_model(model, data, split, metric or ("nDCG@10", "RR@10", "R@100"), max_seq_length=max_seq_length, doc_model=doc_model, out=out)
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
 
     _guarded(go)
 

@@ -100,6 +100,20 @@ PSEUDO_POSITIVES = pa.schema(
     ]
 )
 
+# negmine estimate-fn: false-negative rate per strategy, method (teacher | labels | audit) and source-rank bucket.
+FN_REPORT = pa.schema(
+    [
+        pa.field("strategy", pa.string(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("bucket", pa.string(), nullable=False),
+        pa.field("negatives", pa.int64(), nullable=False),
+        pa.field("false_negatives", pa.int64(), nullable=False),
+        pa.field("rate", pa.float64(), nullable=True),
+        pa.field("ci_low", pa.float64(), nullable=True),
+        pa.field("ci_high", pa.float64(), nullable=True),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "corpus": CORPUS,
     "queries": QUERIES,
@@ -111,4 +125,5 @@ TABLES: dict[str, pa.Schema] = {
     "scored_candidates": SCORED_CANDIDATES,
     "scored_positives": SCORED_POSITIVES,
     "pseudo_positives": PSEUDO_POSITIVES,
+    "fn_report": FN_REPORT,
 }
