@@ -55,6 +55,13 @@ def mine(
 
         notify("rescore")
         results.append(rescore_stage(run, teacher, source, batch_size=batch_size, force=force))
+    from negmine.sample import NEEDS
+
+    if "clusters" in NEEDS.get(strategy, ()):  # tas-balanced: k-means on query embeddings
+        from negmine.stages import cluster_stage
+
+        notify("cluster")
+        results.append(cluster_stage(run, model, seed=seed, max_seq_length=max_seq_length, batch_size=batch_size, force=force))
     notify("sample")
     results.append(sample_stage(run, strategy, source, num_negatives, seed, params, force=force))
     return results

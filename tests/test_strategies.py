@@ -182,3 +182,33 @@ def test_curriculum_stage_column_and_short_pools():
     assert stats["pairs_short_of_num_negatives"] == 1
     topk, _ = sample_pools([pool()], "topk", num_negatives=2, seed=0)
     assert topk.column("stage").null_count == 2
+
+
+# end to end -------------------------------------------------------------------------------------
+
+
+def test_mine_tas_balanced_chains_cluster_and_sample_random_reads_the_corpus(tmp_path, model_path):
+    import json
+
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from conftest import SAMPLE
+    from negmine.cli import app
+
+    run = tmp_path / "tas"
+    invoke = lambda *args: CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)  # noqa: E731
+    result = invoke("mine", "--data", SAMPLE, "--out", run, "--strategy", "tas-balanced", "--model", model_path, "--max-seq-length", 64, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["cluster"]["stats"]["clusters"] == round(60**0.5)  # 60 queries
+    negatives = pq.read_table(run / "negatives_tas-balanced.parquet")
+    cluster_of = {r["query_id"]: r["cluster_id"] for r in pq.read_table(run / "clusters.parquet").to_pylist()}
+    assert all(r["cluster_id"] == cluster_of[r["query_id"]] for r in negatives.to_pylist())
+    result = invoke("sample", "--run", run, "--strategy", "random", "--json")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert "corpus.parquet" in " ".join(manifest["stages"]["sample.random"]["inputs"])
+    randoms = pq.read_table(run / "negatives_random.parquet")
+    assert randoms.num_rows == 7 * json.loads(result.stdout)["sample.random"]["stats"]["pairs"]
+    assert randoms.column("source_rank").null_count > 0  # most corpus draws were not retrieved
