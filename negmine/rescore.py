@@ -75,9 +75,12 @@ class Teacher:
             return np.asarray(z, dtype=np.float32).reshape(len(queries))
         from negmine.dense import encode
 
-        q = encode(self.model, queries, batch_size)
-        d = encode(self.model, docs, batch_size)
-        return np.einsum("ij,ij->i", q, d).astype(np.float32)
+        # each distinct text is encoded once: a query has ~100 candidates, a document recurs across queries
+        uq, q_of = np.unique(np.asarray(queries, dtype=object), return_inverse=True)
+        ud, d_of = np.unique(np.asarray(docs, dtype=object), return_inverse=True)
+        q = encode(self.model, list(uq), batch_size)
+        d = encode(self.model, list(ud), batch_size)
+        return np.einsum("ij,ij->i", q[q_of], d[d_of]).astype(np.float32)
 
     def probs(self, scores: np.ndarray) -> np.ndarray:
         return teacher_probs(scores, self.kind)
@@ -161,6 +164,8 @@ def rescore(
         if did not in doc_text:
             raise StageError(f"document {did!r} of the candidates is not in the corpus; rerun retrieval")
     scores = np.zeros(len(unique), np.float32)
+    if teacher.kind == "bi-encoder":  # one call, so each distinct text is encoded once
+        chunk_size = max(len(unique), 1)
     for start in range(0, len(unique), chunk_size):
         chunk = unique[start : start + chunk_size]
         scores[start : start + len(chunk)] = teacher.scores([query_text[q] for q, _ in chunk], [doc_text[d] for _, d in chunk], batch_size)
