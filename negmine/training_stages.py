@@ -1,0 +1,126 @@
+"""Runners for ``negmine train`` and ``negmine evaluate``: read tables, call negmine.train / negmine.evaluate,
+write the model or the per-query results, record the manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from negmine.errors import StageError
+from negmine.io import read_table, write_json, write_table
+from negmine.run import Run
+from negmine.schemas import CLUSTERS, CORPUS, NEGATIVES, QRELS, QUERIES
+from negmine.stages import StageResult, _model_id, _run_stage, table_path
+
+
+def train_stage(
+    run: Run,
+    model: str,
+    name: str,
+    method: str = "mnrl",
+    strategy: str | None = "simans",
+    loss: str = "mnrl",
+    num_negatives: int = 1,
+    random_negatives: int = 0,
+    batching: str = "no-duplicates",
+    epochs: int = 1,
+    batch_size: int = 32,
+    learning_rate: float = 2e-5,
+    seed: int = 42,
+    max_seq_length: int | None = 256,
+    adore_k: int = 200,
+    force: bool = False,
+) -> StageResult:
+    """Train a bi-encoder on the run's negatives; the model lands in ``RUN/models/NAME/final``."""
+    import numpy as np
+
+    from negmine import train
+
+    if method not in train.METHODS:
+        raise StageError(f"unknown method {method!r}; choose from {sorted(train.METHODS)}")
+    inputs = [table_path(run, n) for n in ("corpus", "queries", "qrels")]
+    if method != "adore" and strategy:
+        inputs.append(table_path(run, f"negatives_{strategy}"))
+    if batching == "tas-balanced":
+        inputs.append(table_path(run, "clusters"))
+    for path in inputs:
+        if not path.exists():
+            raise StageError(f"{path}: missing; mine it first (negmine mine --strategy {strategy or 'simans'} …)")
+    out_dir = run.file(f"models/{name}")
+    config = {
+        "model": _model_id(model), "method": method, "strategy": strategy, "loss": loss, "num_negatives": num_negatives,
+        "random_negatives": random_negatives, "batching": batching, "epochs": epochs, "batch_size": batch_size,
+        "learning_rate": learning_rate, "seed": seed, "max_seq_length": max_seq_length,
+    }
+    if method == "adore":
+        config["adore_k"] = adore_k
+
+    def compute():
+        corpus = read_table(inputs[0], CORPUS, "corpus")
+        queries = read_table(inputs[1], QUERIES, "queries")
+        qrels = read_table(inputs[2], QRELS, "qrels")
+        if method == "adore":
+            from negmine.dense import embed_corpus, load_model
+
+            emb_path = out_dir / "doc_embeddings.npy"
+            doc_model = load_model(model, max_seq_length)
+            embeddings = embed_corpus(corpus, doc_model, emb_path, dtype="float32")
+            _, losses = train.train_adore(model, queries, qrels, corpus, out_dir, np.asarray(embeddings), adore_k, epochs, batch_size, learning_rate, seed=seed, max_seq_length=max_seq_length)
+            history = [{"step": i + 1, "loss": v} for i, v in enumerate(losses)]
+        else:
+            negatives = read_table(inputs[3], NEGATIVES, "negatives") if strategy else None
+            extra = random_negatives if method == "star" else 0
+            examples = train.training_examples(negatives, queries, corpus, qrels, num_negatives, extra, seed)
+            clusters = None
+            if batching == "tas-balanced":
+                table = read_table(table_path(run, "clusters"), CLUSTERS, "clusters")
+                clusters = dict(zip(table.column("query_id").to_pylist(), table.column("cluster_id").to_pylist()))
+            _, history = train.train_bi_encoder(
+                model, examples, out_dir, loss, epochs, batch_size, learning_rate, seed=seed,
+                max_seq_length=max_seq_length, batching=batching, cluster_of_query=clusters,
+            )
+        write_json(history, out_dir / "log_history.json")
+        steps = [h["loss"] for h in history if "loss" in h]
+        return {"steps_logged": len(steps), "first_loss": steps[0] if steps else None, "last_loss": steps[-1] if steps else None, "model": str(out_dir / "final")}
+
+    return _run_stage(run, f"train.{name}", config, inputs, [out_dir / "final"], compute, force)
+
+
+def evaluate_model(
+    model: str,
+    data_dir: str | Path,
+    split: str = "test",
+    metrics=("nDCG@10", "RR@10", "R@100"),
+    k: int = 100,
+    max_seq_length: int | None = 256,
+    batch_size: int = 64,
+    doc_model: str | None = None,
+    out: str | Path | None = None,
+) -> dict:
+    """Rank ``split`` of a dataset with ``model`` (documents with ``doc_model`` when given, as for ADORE),
+    score it, and write per-query values to ``out`` (Parquet) with the aggregate beside it (JSON)."""
+    from negmine.candidates import doc_texts
+    from negmine.dense import encode, load_model
+    from negmine.evaluate import PER_QUERY, dense_ranking, evaluate_ranking
+    from negmine.ingest import ingest
+
+    dataset = ingest(data_dir, "auto", split)
+    query_model = load_model(model, max_seq_length)
+    doc_encoder = load_model(doc_model, max_seq_length) if doc_model else query_model
+    emb = encode(doc_encoder, doc_texts(dataset.corpus), batch_size)
+    ranking = dense_ranking(query_model, dataset.corpus, dataset.queries, k, batch_size, corpus_embeddings=emb)
+    aggregate, per_query = evaluate_ranking(ranking, dataset.qrels, metrics)
+    result = {"model": str(model), "doc_model": str(doc_model) if doc_model else None, "split": split, "queries": dataset.queries.num_rows, "metrics": aggregate}
+    if out:
+        out = Path(out)
+        write_table(per_query, out, PER_QUERY)
+        write_json(result, out.with_suffix(".json"))
+    return result
+
+
+def compare_results(a: str | Path, b: str | Path, metrics) -> list[dict]:
+    from negmine.evaluate import PER_QUERY, compare
+
+    ta, tb = read_table(a, PER_QUERY, "results"), read_table(b, PER_QUERY, "results")
+    present = sorted(set(ta.column("measure").to_pylist()))
+    wanted = [m for m in present if not metrics or m in metrics]
+    return [compare(ta, tb, m) for m in wanted]
