@@ -85,7 +85,7 @@ def training_examples(
     return columns
 
 
-def _tas_balanced_sampler(cluster_of_row: list[int]):
+def _tas_balanced_sampler(cluster_of_row: list[int], anchor_of_row: list[str]):
     """A sentence-transformers batch sampler class drawing each batch from one query cluster."""
     import torch
     from sentence_transformers.base.sampler import DefaultBatchSampler
@@ -103,7 +103,7 @@ def _tas_balanced_sampler(cluster_of_row: list[int]):
                 queries_seen: list[list[int]] = [[]]
                 anchors: list[set] = [set()]
                 for r in rows:  # no query twice in one batch (its other positive would be a false in-batch negative)
-                    anchor = self.dataset[int(r)]["anchor"]
+                    anchor = anchor_of_row[int(r)]
                     slot = next((i for i, a in enumerate(anchors) if anchor not in a and len(queries_seen[i]) < self.batch_size), None)
                     if slot is None:
                         queries_seen.append([])
@@ -117,7 +117,7 @@ def _tas_balanced_sampler(cluster_of_row: list[int]):
                 yield batches[i]
 
         def __len__(self):
-            return sum(int(np.ceil(np.sum(clusters == c) / self.batch_size)) for c in np.unique(clusters))
+            return sum(1 for _ in self.__iter__())  # duplicate queries can add batches; count them exactly
 
     return TASBalancedBatchSampler
 
@@ -166,7 +166,7 @@ def train_bi_encoder(
         missing = sorted(set(examples["query_id"]) - set(cluster_of_query))[:3]
         if missing:
             raise StageError(f"queries {missing} have no cluster; rerun `negmine cluster`")
-        sampler = _tas_balanced_sampler([cluster_of_query[q] for q in examples["query_id"]])
+        sampler = _tas_balanced_sampler([cluster_of_query[q] for q in examples["query_id"]], examples["anchor"])
     else:
         sampler = BatchSamplers.NO_DUPLICATES
     output_dir = Path(output_dir)

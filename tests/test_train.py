@@ -76,3 +76,18 @@ def test_training_examples_pad_with_random_non_positives():
     assert examples["negative_1"] == ["N1"]
     padded = {examples["negative_2"][0], examples["negative_3"][0]}
     assert len(padded) == 2 and padded <= {"R1", "R2", "R3"}
+
+
+def test_tas_balanced_batches_come_from_one_cluster_without_repeated_queries():
+    from negmine.train import _tas_balanced_sampler
+
+    clusters = [0, 0, 0, 1, 1, 1, 1, 2]
+    anchors = ["a", "a", "b", "c", "d", "e", "f", "g"]  # query "a" has two positives
+    sampler = _tas_balanced_sampler(clusters, anchors)(list(range(8)), batch_size=2, drop_last=False, seed=3)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(8))
+    for batch in batches:
+        assert len({clusters[i] for i in batch}) == 1
+        assert len({anchors[i] for i in batch}) == len(batch)
+    assert len(sampler) == len(batches)
+    assert batches == list(_tas_balanced_sampler(clusters, anchors)(list(range(8)), batch_size=2, drop_last=False, seed=3))
