@@ -86,40 +86,15 @@ def training_examples(
 
 
 def _tas_balanced_sampler(cluster_of_row: list[int], anchor_of_row: list[str]):
-    """A sentence-transformers batch sampler class drawing each batch from one query cluster."""
-    import torch
-    from sentence_transformers.base.sampler import DefaultBatchSampler
+    """A sentence-transformers batch sampler factory drawing each batch from one query cluster.
 
-    clusters = np.asarray(cluster_of_row)
+    Returned as a ``functools.partial`` of a module-level class so the Trainer can pickle its arguments.
+    """
+    import functools
 
-    class TASBalancedBatchSampler(DefaultBatchSampler):
-        def __iter__(self):
-            g = torch.Generator()
-            g.manual_seed(self.seed + getattr(self, "epoch", 0))
-            batches = []
-            for c in np.unique(clusters):
-                rows = np.flatnonzero(clusters == c)
-                rows = rows[torch.randperm(len(rows), generator=g).numpy()]
-                queries_seen: list[list[int]] = [[]]
-                anchors: list[set] = [set()]
-                for r in rows:  # no query twice in one batch (its other positive would be a false in-batch negative)
-                    anchor = anchor_of_row[int(r)]
-                    slot = next((i for i, a in enumerate(anchors) if anchor not in a and len(queries_seen[i]) < self.batch_size), None)
-                    if slot is None:
-                        queries_seen.append([])
-                        anchors.append(set())
-                        slot = len(anchors) - 1
-                    queries_seen[slot].append(int(r))
-                    anchors[slot].add(anchor)
-                batches.extend(b for b in queries_seen if b and (len(b) == self.batch_size or not self.drop_last))
-            order = torch.randperm(len(batches), generator=g).tolist()
-            for i in order:
-                yield batches[i]
+    from negmine._tas_sampler import TASBalancedBatchSampler
 
-        def __len__(self):
-            return sum(1 for _ in self.__iter__())  # duplicate queries can add batches; count them exactly
-
-    return TASBalancedBatchSampler
+    return functools.partial(TASBalancedBatchSampler, cluster_of_row=list(cluster_of_row), anchor_of_row=list(anchor_of_row))
 
 
 def train_bi_encoder(
