@@ -132,7 +132,7 @@ def report(files: dict[str, list[Path]], results_dir: Path, elapsed: float, args
         lines.append(f"| {arm} | {len(ts)} | {' | '.join(cells)} | {p} |")
         summary[arm] = {"seeds": len(ts), **{m: {"mean": float(np.mean(v)), "std": float(np.std(v))} for m, v in per_seed.items()}, "p_vs_in_batch": p}
     header = (
-        f"SciFact test (300 queries), all-MiniLM-L6-v2, max_seq_length {args.max_seq_length}, {args.epochs} epoch(s), "
+        f"{Path(args.data).name} test, all-MiniLM-L6-v2, max_seq_length {args.max_seq_length}, {args.epochs} epoch(s), "
         f"batch {args.batch_size}, lr {args.lr}; mean ± std over seeds; paired t-test over per-query nDCG@10 "
         f"(averaged over seeds) against in-batch. Elapsed so far: {elapsed / 60:.1f} min.\n\n"
     )

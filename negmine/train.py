@@ -200,7 +200,7 @@ def train_adore(
     set_seed(seed)
     model = load_model(model_name_or_path, max_seq_length)
     model.train()
-    docs = torch.from_numpy(np.asarray(doc_embeddings, dtype=np.float32))
+    docs = torch.from_numpy(np.array(doc_embeddings, dtype=np.float32))  # a writable copy
     index = faiss.IndexFlatIP(docs.shape[1])
     index.add(docs.numpy())
     row_of_doc = {d: i for i, d in enumerate(corpus.column("doc_id").to_pylist())}
