@@ -46,8 +46,22 @@ GOOD_QUERIES = '{"_id": "q1", "text": "what purrs"}\n{"_id": "q2", "text": "what
 GOOD_QRELS = "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n"
 
 
+def small_beir(d: Path, docs: int = 40, queries: int = 8) -> Path:
+    """A deterministic synthetic BEIR dataset small enough to encode in a blink."""
+    import json
+
+    topics = ["cats", "dogs", "rivers", "stars", "bread", "trains", "music", "glass"]
+    corpus = "".join(
+        json.dumps({"_id": f"d{i}", "title": topics[i % 8], "text": f"{topics[i % 8]} note {i} about {topics[(i * 3) % 8]}"}) + "\n"
+        for i in range(docs)
+    )
+    qs = "".join(json.dumps({"_id": f"q{j}", "text": f"what about {topics[j % 8]}"}) + "\n" for j in range(queries))
+    rels = "query-id\tcorpus-id\tscore\n" + "".join(f"q{j}\td{j}\t1\n" for j in range(queries))
+    return write_beir(Path(d), corpus, qs, rels)
+
+
 def negmine_env(**extra) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -102,12 +116,12 @@ _REFERENCES: dict = {}
 
 
 def reference_run(name: str, *args) -> Path:
-    """An uninterrupted run, made once per test session and shared by the modules that compare with it."""
+    """An uninterrupted run (in-process, to spare a model load), made once per session and shared."""
     import tempfile
 
     if name not in _REFERENCES:
         run = Path(tempfile.mkdtemp(prefix=f"negmine-ref-{name}-")) / "run"
-        result = run_negmine(*[a if a != "{run}" else run for a in args], timeout=300)
-        assert result.returncode == 0, result.stderr
+        result = invoke(*[a if a != "{run}" else run for a in args])
+        assert result.exit_code == 0, result.output
         _REFERENCES[name] = run
     return _REFERENCES[name]
