@@ -57,5 +57,7 @@ class OutputError(NegmineError):
     def __init__(self, path, exc: OSError):
         self.path = str(path)
         self.errno = exc.errno
-        reason = exc.strerror or str(exc)
+        import os
+
+        reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
         super().__init__(f"{self.path}: cannot write ({reason}); nothing was half-written, fix the cause and rerun")
