@@ -388,6 +388,31 @@ def evaluate(
     _guarded(go)
 
 
+@app.command()
+def export(
+    run_dir: Path = typer.Option(..., "--run", "-r", help="Run directory holding negatives_<strategy>.parquet."),
+    strategy: str = typer.Option(..., "--strategy", "-s", help="Which negatives_<strategy> table to export."),
+    fmt: str = typer.Option("sentence-transformers", "--format", "-f", help="sentence-transformers | flagembedding | tevatron"),
+    out: str = typer.Option(..., "--out", "-o", help="Output file (*.parquet or *.jsonl for sentence-transformers, *.jsonl otherwise); '-' streams JSONL to stdout."),
+    layout: str = typer.Option("n-tuple", "--layout", help="sentence-transformers: n-tuple | triplet | labeled-pair (mine_hard_negatives' output_format)."),
+    num_negatives: Optional[int] = typer.Option(None, "--num-negatives", "-n", help="sentence-transformers n-tuple: negative columns (default: the widest pair; shorter pairs dropped)."),
+    as_json: bool = JsonOpt,
+):
+    """Write the negatives as training data for sentence-transformers, FlagEmbedding or Tevatron (text joined from corpus/queries)."""
+    from negmine.export import export_run
+
+    def go():
+        stats = export_run(run_dir, strategy, fmt, out, layout, num_negatives)
+        if as_json and out != "-":
+            sys.stdout.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+        elif not as_json:
+            dropped = stats.get("pairs_dropped_short")
+            note = f" ({dropped} pairs short of {num_negatives or 'the widest'} negatives dropped)" if dropped else ""
+            err.print(f"export {fmt}: {stats['rows']:,} rows → {out}{note}", highlight=False)
+
+    _guarded(go)
+
+
 def _print_rows(columns, rows, fmt):
     import csv
 
