@@ -80,16 +80,23 @@ def _parse_params(pairs: list[str]) -> dict:
     return params
 
 
-def _strategy_params(a, b, kernel, positive_score, range_min, range_max, extra) -> dict:
-    given = {
-        "a": a,
-        "b": b,
-        "kernel": kernel,
-        "positive_score": positive_score,
-        "range_min": range_min,
-        "range_max": range_max,
-    }
+def _strategy_params(extra: dict, **given) -> dict:
+    """Strategy parameters: the dedicated options that were given (None = not given), then --param NAME=VALUE."""
     return {k: v for k, v in given.items() if v is not None} | extra
+
+
+# Dedicated options of the main strategy parameters (the defaults live in the strategy functions' signatures).
+MaxRelativeOpt = typer.Option(None, "--max-relative", help="positive-aware: keep negatives scoring below MAX_RELATIVE x s(q, d+) (default 0.95).")
+MarginOpt = typer.Option(None, "--margin", help="positive-aware: keep negatives scoring below s(q, d+) - MARGIN.")
+MaxScoreOpt = typer.Option(None, "--max-score", help="positive-aware: keep negatives scoring below MAX_SCORE.")
+HardRatioOpt = typer.Option(None, "--hard-ratio", help="star: share of hard (retrieved) negatives, the rest random from the corpus (default 0.5).")
+NStagesOpt = typer.Option(None, "--n-stages", help="curriculum: rank bands, easiest first (default 3).")
+NBinsOpt = typer.Option(None, "--n-bins", help="tas-balanced: margin bins (default 10).")
+ScoreOpt = typer.Option(None, "--score", help="simans: retriever | ce (teacher scores from rescore) (default retriever).")
+NegativeBelowOpt = typer.Option(None, "--negative-below", help="denoise: keep top candidates whose teacher ce_prob is below this (default 0.1).")
+PositiveAboveOpt = typer.Option(None, "--positive-above", help="denoise: a ce_prob above this marks a likely false negative (default 0.9).")
+PseudoPositivesOpt = typer.Option(None, "--pseudo-positives/--no-pseudo-positives", help="denoise: write the likely false negatives to pseudo_positives_denoise.parquet.")
+SourceOpt = typer.Option("dense", "--source", help="Candidate pool: dense | bm25 | hybrid (bm25 and dense fused; see `negmine hybrid`)")
 
 
 @app.command()
@@ -142,6 +149,23 @@ def dense(
     _with_run(run_dir, lambda run: dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads, force=force), as_json, "dense")
 
 
+FusionOpt = typer.Option("rrf", "--fusion", help="hybrid pool: rrf (by RRF score) | union (by best rank, then RRF score)")
+
+
+@app.command()
+def hybrid(
+    run_dir: Path = RunOpt,
+    fusion: str = FusionOpt,
+    rrf_k: int = typer.Option(60, "--rrf-k", help="k of RRF, score = sum of 1/(k + rank)."),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+):
+    """Fuse the bm25 and dense candidates (Reciprocal Rank Fusion); writes candidates_hybrid and positive_scores_hybrid."""
+    from negmine.stages import hybrid_stage
+
+    _with_run(run_dir, lambda run: hybrid_stage(run, fusion, rrf_k, force), as_json, "hybrid")
+
+
 TeacherOpt = typer.Option(
     None,
     "--teacher",
@@ -154,7 +178,7 @@ TeacherOpt = typer.Option(
 def rescore(
     run_dir: Path = RunOpt,
     teacher: str = typer.Option(..., "--teacher", help=TeacherOpt.help),
-    source: str = typer.Option("dense", "--source", help="Candidate pool to score: dense | bm25"),
+    source: str = typer.Option("dense", "--source", help="Candidate pool to score: dense | bm25 | hybrid"),
     max_length: int = typer.Option(512, "--max-length", help="Tokens per (query, document) pair."),
     batch_size: int = typer.Option(32, "--batch-size", help="Pairs per forward pass."),
     force: bool = ForceOpt,
@@ -194,7 +218,7 @@ def cluster(
 def sample(
     run_dir: Path = RunOpt,
     strategy: str = typer.Option("simans", "--strategy", "-s", help="topk | range | simans | random | positive-aware | star | tas-balanced | curriculum | denoise"),
-    source: str = typer.Option("dense", "--source", help="Candidate pool: dense | bm25"),
+    source: str = SourceOpt,
     num_negatives: int = typer.Option(7, "--num-negatives", "-n", help="Negatives per (query, positive)."),
     seed: int = typer.Option(42, "--seed", help="Random seed (same seed, same bytes)."),
     a: Optional[float] = typer.Option(None, "--a", help="SimANS: kernel sharpness a (default 0.5)."),
@@ -203,6 +227,16 @@ def sample(
     positive_score: Optional[str] = typer.Option(None, "--positive-score", help="SimANS: pair | random | mean | max"),
     range_min: Optional[int] = typer.Option(None, "--range-min", help="range: first rank (default 10)."),
     range_max: Optional[int] = typer.Option(None, "--range-max", help="range: last rank (default 50)."),
+    score: Optional[str] = ScoreOpt,
+    max_relative: Optional[float] = MaxRelativeOpt,
+    margin: Optional[float] = MarginOpt,
+    max_score: Optional[float] = MaxScoreOpt,
+    hard_ratio: Optional[float] = HardRatioOpt,
+    n_stages: Optional[int] = NStagesOpt,
+    n_bins: Optional[int] = NBinsOpt,
+    negative_below: Optional[float] = NegativeBelowOpt,
+    positive_above: Optional[float] = PositiveAboveOpt,
+    pseudo_positives: Optional[bool] = PseudoPositivesOpt,
     param: List[str] = typer.Option([], "--param", help="Any other strategy parameter, NAME=VALUE."),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
@@ -211,7 +245,11 @@ def sample(
     from negmine.stages import sample_stage
 
     def body(run):
-        params = _strategy_params(a, b, kernel, positive_score, range_min, range_max, _parse_params(param))
+        params = _strategy_params(
+            _parse_params(param), a=a, b=b, kernel=kernel, positive_score=positive_score, range_min=range_min, range_max=range_max,
+            score=score, max_relative=max_relative, margin=margin, max_score=max_score, hard_ratio=hard_ratio, n_stages=n_stages,
+            n_bins=n_bins, negative_below=negative_below, positive_above=positive_above, pseudo_positives=pseudo_positives,
+        )
         return sample_stage(run, strategy, source, num_negatives, seed, params, force)
 
     _with_run(run_dir, body, as_json, "sample")
@@ -222,7 +260,8 @@ def mine(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset directory (BEIR, MS MARCO or Parquet layout)."),
     run_dir: Path = RunOpt,
     strategy: str = typer.Option("simans", "--strategy", "-s", help="topk | range | simans | random | positive-aware | star | tas-balanced | curriculum | denoise"),
-    source: str = typer.Option("dense", "--source", help="Candidate pool: dense | bm25"),
+    source: str = SourceOpt,
+    fusion: str = FusionOpt,
     fmt: str = typer.Option("auto", "--format", help="auto | beir | msmarco | parquet"),
     split: str = typer.Option("train", "--split", help="qrels split whose positives are mined."),
     model: str = ModelOpt,
@@ -240,8 +279,19 @@ def mine(
     positive_score: Optional[str] = typer.Option(None, "--positive-score", help="SimANS: pair | random | mean | max"),
     range_min: Optional[int] = typer.Option(None, "--range-min", help="range: first rank (default 10)."),
     range_max: Optional[int] = typer.Option(None, "--range-max", help="range: last rank (default 50)."),
+    score: Optional[str] = ScoreOpt,
+    max_relative: Optional[float] = MaxRelativeOpt,
+    margin: Optional[float] = MarginOpt,
+    max_score: Optional[float] = MaxScoreOpt,
+    hard_ratio: Optional[float] = HardRatioOpt,
+    n_stages: Optional[int] = NStagesOpt,
+    n_bins: Optional[int] = NBinsOpt,
+    negative_below: Optional[float] = NegativeBelowOpt,
+    positive_above: Optional[float] = PositiveAboveOpt,
+    pseudo_positives: Optional[bool] = PseudoPositivesOpt,
     param: List[str] = typer.Option([], "--param", help="Any other strategy parameter, NAME=VALUE."),
     teacher: Optional[str] = TeacherOpt,
+    teacher_max_length: int = typer.Option(512, "--teacher-max-length", help="Tokens per (query, document) pair (per text for a bi-encoder teacher)."),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ):
@@ -249,12 +299,16 @@ def mine(
     from negmine.pipeline import mine as mine_pipeline
 
     def body(run):
-        params = _strategy_params(a, b, kernel, positive_score, range_min, range_max, _parse_params(param))
+        params = _strategy_params(
+            _parse_params(param), a=a, b=b, kernel=kernel, positive_score=positive_score, range_min=range_min, range_max=range_max,
+            score=score, max_relative=max_relative, margin=margin, max_score=max_score, hard_ratio=hard_ratio, n_stages=n_stages,
+            n_bins=n_bins, negative_below=negative_below, positive_above=positive_above, pseudo_positives=pseudo_positives,
+        )
         with err.status("mining") as status:
             return mine_pipeline(
                 run, data, strategy, source, fmt, split, model, k, num_negatives, seed, threads,
                 max_seq_length, dtype, batch_size, bm25_backend, params, force,
-                on_stage=lambda name: status.update(f"[bold]{name}[/] …"), teacher=teacher,
+                on_stage=lambda name: status.update(f"[bold]{name}[/] …"), teacher=teacher, fusion=fusion, teacher_max_length=teacher_max_length,
             )
 
     _with_run(run_dir, body, as_json, f"mine --strategy {strategy}")

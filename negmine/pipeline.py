@@ -28,33 +28,47 @@ def mine(
     force: bool = False,
     on_stage=None,
     teacher: str | None = None,
+    fusion: str = "rrf",
+    teacher_max_length: int | None = 512,
 ) -> list[StageResult]:
-    """ingest → {bm25 | dense} → [rescore] → sample. ``on_stage(name)`` is called before each stage starts.
+    """ingest → {bm25 | dense | bm25 + dense + hybrid} → [rescore] → [cluster] → sample.
 
-    With a ``teacher`` (see negmine.rescore) the candidates are rescored before sampling; the
-    ``denoise`` strategy needs one.
+    ``on_stage(name)`` is called before each stage starts. ``source='hybrid'`` runs both retrievers
+    and fuses their pools with ``fusion`` (``rrf`` or ``union``, see negmine.fusion).
+
+    With a ``teacher`` (see negmine.rescore) the candidates are rescored before sampling, each text (pair)
+    cut to ``teacher_max_length`` tokens; the ``denoise`` strategy needs one.
     """
     from negmine.errors import StageError
 
     if source not in SOURCES:
         raise StageError(f"unknown candidate source {source!r}; choose from {sorted(SOURCES)}")
+    from negmine.fusion import FUSIONS
+
+    if source == "hybrid" and fusion not in FUSIONS:  # before any retrieval runs
+        raise StageError(f"unknown fusion {fusion!r}; choose from {sorted(FUSIONS)}")
     if strategy == "denoise" and teacher is None:
         raise StageError("strategy 'denoise' needs a teacher; pass --teacher cross-encoder:NAME_OR_PATH (or bi-encoder:NAME_OR_PATH)")
     notify = on_stage or (lambda name: None)
     results = []
     notify("ingest")
     results.append(ingest_stage(run, data_dir, fmt, split, force=force))
-    if source == "bm25":
+    if source in ("bm25", "hybrid"):
         notify("bm25")
         results.append(bm25_stage(run, k=k, threads=threads, backend=bm25_backend, force=force))
-    else:
+    if source in ("dense", "hybrid"):
         notify("dense")
         results.extend(dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads=threads, force=force))
+    if source == "hybrid":
+        from negmine.stages import hybrid_stage
+
+        notify("hybrid")
+        results.append(hybrid_stage(run, fusion, force=force))
     if teacher is not None:
         from negmine.stages import rescore_stage
 
         notify("rescore")
-        results.append(rescore_stage(run, teacher, source, batch_size=batch_size, force=force))
+        results.append(rescore_stage(run, teacher, source, teacher_max_length, batch_size=batch_size, force=force))
     from negmine.sample import NEEDS
 
     if "clusters" in NEEDS.get(strategy, ()):  # tas-balanced: k-means on query embeddings
