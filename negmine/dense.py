@@ -23,21 +23,32 @@ from negmine.io import atomic_path
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
 
+def check_model(name_or_path: str) -> Path | None:
+    """The local path of a model, None for a hub name; a path-like name that does not exist is bad input.
+
+    Cheap (no imports), so ``mine`` checks its model before running any stage.
+    """
+    name_or_path = str(name_or_path)
+    local = Path(name_or_path).expanduser()
+    if local.exists():
+        return local
+    # a hub name is "model" or "org/model"; anything else is meant as a local path
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise BadInputError(name_or_path, "model path does not exist", field="model")
+    return None
+
+
 def load_model(name_or_path: str, max_seq_length: int | None = None, device: str | None = None):
     """Load a sentence-transformers model by hub name or local path (offline works with a path)."""
-    if Path(str(name_or_path)).expanduser().exists():
+    local = check_model(name_or_path)
+    if local is not None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model needs no hub lookups (they hang offline)
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise StageError("the dense stage needs sentence-transformers: pip install sentence-transformers") from None
-    name_or_path = str(name_or_path)
-    local = Path(name_or_path).expanduser()
-    # a hub name is "model" or "org/model"; anything else is meant as a local path
-    if not local.exists() and (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):
-        raise BadInputError(name_or_path, "model path does not exist", field="model")
     try:
-        model = SentenceTransformer(str(local) if local.exists() else name_or_path, device=device)
+        model = SentenceTransformer(str(local) if local is not None else str(name_or_path), device=device)
     except (OSError, ValueError) as exc:
         raise BadInputError(name_or_path, f"could not load a sentence-transformers model ({exc})", field="model") from None
     if max_seq_length:

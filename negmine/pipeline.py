@@ -49,6 +49,10 @@ def mine(
         raise StageError(f"unknown fusion {fusion!r}; choose from {sorted(FUSIONS)}")
     if strategy == "denoise" and teacher is None:
         raise StageError("strategy 'denoise' needs a teacher; pass --teacher cross-encoder:NAME_OR_PATH (or bi-encoder:NAME_OR_PATH)")
+    if source in ("dense", "hybrid") or strategy == "tas-balanced":
+        from negmine.dense import check_model
+
+        check_model(model)  # a missing model path fails before any stage runs
     notify = on_stage or (lambda name: None)
     results = []
     notify("ingest")
