@@ -61,6 +61,25 @@ def _describe(stage: str, stats: dict) -> str:
         return f"{stats.get('candidates', 0):,} candidates for {stats.get('queries', 0):,} queries; positives retrieved {stats.get('recall', 0):.1%}"
     if stage == "embed":
         return f"{stats.get('documents', 0):,} documents x {stats.get('dim')} ({stats.get('dtype')})"
+    if stage == "hybrid":
+        by_source = ", ".join(f"{source} {n:,}" for source, n in stats.get("candidates_by_source", {}).items())
+        return (
+            f"{stats.get('fusion')} fusion: {stats.get('candidates', 0):,} candidates for {stats.get('queries', 0):,} queries ({by_source}); "
+            f"positives retrieved {stats.get('recall', 0):.1%}"
+        )
+    if stage.startswith("rescore."):
+        return (
+            f"{stats.get('teacher_kind')} teacher scored {stats.get('candidates', 0):,} candidates and {stats.get('positives', 0):,} positives; "
+            f"mean prob {_number(stats.get('candidate_prob_mean'))} (candidates), {_number(stats.get('positive_prob_mean'))} (positives)"
+        )
+    if stage == "cluster":
+        return (
+            f"{stats.get('queries', 0):,} queries in {stats.get('clusters', 0):,} clusters "
+            f"(size {stats.get('size_min', 0)}-{stats.get('size_max', 0)}, median {stats.get('size_median', 0)}; {stats.get('singletons', 0)} singletons)"
+        )
+    if stage == "estimate-fn":
+        strategies = stats.get("strategies", {})
+        return "estimated false-negative rate: " + ", ".join(f"{name} {_rate(entry)}" for name, entry in sorted(strategies.items()))
     if stage.startswith("sample."):
         return (
             f"{stats.get('negatives', 0):,} negatives for {stats.get('queries', 0):,} queries / {stats.get('pairs', 0):,} pairs "
@@ -68,3 +87,16 @@ def _describe(stage: str, stats: dict) -> str:
             f"{stats.get('pairs_short_of_num_negatives', 0)} pairs short)"
         )
     return ""
+
+
+def _number(x) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def _rate(entry: dict) -> str:
+    """The first estimate an fn-report entry has (teacher, then labels, then audit)."""
+    for method in ("teacher", "labels", "audit"):
+        estimate = entry.get(method)
+        if estimate and estimate.get("rate") is not None:
+            return f"{estimate['rate']:.1%} ({method})"
+    return "–"
