@@ -442,6 +442,34 @@ def evaluate(
     _guarded(go)
 
 
+@app.command("run")
+def run_pipeline(
+    recipe: Path = typer.Argument(..., help="Pipeline file (pipelines/*.toml)."),
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset directory (BEIR, MS MARCO or Parquet layout)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (refresh rounds go to OUT/round-N)."),
+    overrides: List[str] = typer.Option([], "--set", help="NAME=VALUE for every stage that takes NAME (e.g. --set source=bm25 --set model=PATH)."),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+):
+    """Run the stages a pipeline file lists (a recipe such as pipelines/simans.toml), skipping those already up to date."""
+    from negmine.recipes import parse_overrides, parse_recipe, run_recipe
+    from negmine.summary import render, summary_dict
+
+    def go():
+        parsed = parse_recipe(recipe, parse_overrides(overrides))
+        import contextlib
+
+        # stdout is for the --json summary: the trainer's log lines go to stderr
+        with err.status("running") as status, contextlib.redirect_stdout(sys.stderr):
+            results = run_recipe(parsed, data, out, force, on_stage=lambda name: status.update(f"[bold]{name}[/] …"))
+        if as_json:
+            sys.stdout.write(json.dumps(summary_dict(results), indent=2, sort_keys=True) + "\n")
+        else:
+            render(err, results, title=f"run {recipe} — {out}")
+
+    _guarded(go)
+
+
 @app.command()
 def export(
     run_dir: Path = typer.Option(..., "--run", "-r", help="Run directory holding negatives_<strategy>.parquet."),
