@@ -471,6 +471,25 @@ def run_pipeline(
 
 
 @app.command()
+def report(
+    run_dir: Path = typer.Option(..., "--run", "-r", help="Run directory."),
+    out: Path = typer.Option(..., "--out", "-o", help="HTML file; its PNG plots are written beside it (<stem>_<plot>.png)."),
+    as_json: bool = JsonOpt,
+):
+    """A self-contained HTML report of a run: score histograms, negatives per query, ranks, false negatives, stage timings."""
+    from negmine.report import build_report
+
+    def go():
+        written = build_report(run_dir, out)
+        if as_json:
+            sys.stdout.write(json.dumps(written, indent=2, sort_keys=True) + "\n")
+        else:
+            err.print(f"report: {out} ({len(written['plots'])} plots)", highlight=False)
+
+    _guarded(go)
+
+
+@app.command()
 def export(
     run_dir: Path = typer.Option(..., "--run", "-r", help="Run directory holding negatives_<strategy>.parquet."),
     strategy: str = typer.Option(..., "--strategy", "-s", help="Which negatives_<strategy> table to export."),

@@ -1,0 +1,166 @@
+"""``negmine report``: one self-contained HTML page about a run, with its plots as PNG beside it.
+
+Plots (matplotlib, Agg backend, embedded as base64 so the page travels alone):
+score histograms of positives vs negatives per strategy (``retriever_score`` / ``pos_retriever_score``),
+negatives per query, source-rank distribution of the sampled negatives, false-negative estimates per
+rank bucket (when ``fn_report.parquet`` exists) and stage wall times from ``manifest.json``.
+matplotlib is an optional dependency: ``pip install 'negmine[report]'``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from negmine.errors import BadInputError, StageError
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise StageError("negmine report needs matplotlib; pip install 'negmine[report]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def score_histograms(negatives: dict, plt) -> bytes:
+    n = len(negatives)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
+    for ax, (strategy, table) in zip(axes[0], negatives.items()):
+        neg = [v for v in table.column("retriever_score").to_pylist() if v is not None]
+        pos_pairs = {(q, p): s for q, p, s in zip(*(table.column(c).to_pylist() for c in ("query_id", "pos_id", "pos_retriever_score"))) if s is not None}
+        pos = list(pos_pairs.values())
+        if neg or pos:
+            ax.hist([neg, pos], bins=30, density=True, label=["negatives", "positives"], color=["tab:red", "tab:green"], alpha=0.7, histtype="stepfilled")
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no retriever scores\n(corpus draws)", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(strategy)
+        ax.set_xlabel("retriever score")
+    axes[0][0].set_ylabel("density")
+    return _png(fig)
+
+
+def negatives_per_query(negatives: dict, plt) -> bytes:
+    from collections import Counter
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for strategy, table in negatives.items():
+        counts = Counter(table.column("query_id").to_pylist())
+        ax.hist(list(counts.values()), bins=range(1, max(counts.values(), default=1) + 2), alpha=0.6, label=strategy, align="left")
+    ax.set_xlabel("negatives per query")
+    ax.set_ylabel("queries")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def rank_distribution(negatives: dict, plt) -> bytes:
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for strategy, table in negatives.items():
+        ranks = [r for r in table.column("source_rank").to_pylist() if r is not None]
+        if ranks:
+            ax.hist(ranks, bins=range(1, max(ranks) + 2, max(1, max(ranks) // 40)), alpha=0.6, label=strategy)
+    ax.set_xlabel("source rank of the sampled negative")
+    ax.set_ylabel("negatives")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def false_negative_plot(report, plt) -> bytes:
+    rows = [r for r in report.to_pylist() if r["bucket"] != "all" and r["rate"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    series = sorted({(r["strategy"], r["method"]) for r in rows})
+    buckets = list(dict.fromkeys(r["bucket"] for r in rows))
+    width = 0.8 / max(len(series), 1)
+    for i, key in enumerate(series):
+        by_bucket = {r["bucket"]: r for r in rows if (r["strategy"], r["method"]) == key}
+        xs = [j + i * width for j, b in enumerate(buckets) if b in by_bucket]
+        rates = [by_bucket[b]["rate"] for b in buckets if b in by_bucket]
+        low = [by_bucket[b]["rate"] - (by_bucket[b]["ci_low"] or by_bucket[b]["rate"]) for b in buckets if b in by_bucket]
+        high = [(by_bucket[b]["ci_high"] or by_bucket[b]["rate"]) - by_bucket[b]["rate"] for b in buckets if b in by_bucket]
+        ax.bar(xs, rates, width, yerr=[low, high], capsize=2, label=f"{key[0]} ({key[1]})")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(buckets))], buckets)
+    ax.set_xlabel("source-rank bucket")
+    ax.set_ylabel("estimated false-negative rate")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def stage_timings(manifest: dict, plt) -> bytes:
+    stages = list(manifest.get("stages", {}).items())
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(stages) + 1))
+    ax.barh([name for name, _ in stages], [entry.get("wall_s") or 0 for _, entry in stages], color="tab:blue")
+    ax.invert_yaxis()
+    ax.set_xlabel("wall time (s)")
+    return _png(fig)
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>negmine report — {title}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}img{{max-width:100%}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}th:first-child,td:first-child{{text-align:left}}</style>
+</head><body>
+<h1>negmine report</h1><p>run <code>{title}</code></p>
+{sections}
+</body></html>
+"""
+
+
+def _stage_table(manifest: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{entry.get('wall_s', 0):.2f}</td><td>{entry.get('peak_rss_mb', 0):.0f}</td></tr>"
+        for name, entry in manifest.get("stages", {}).items()
+    )
+    return f"<table><tr><th>stage</th><th>wall s</th><th>peak RSS MB</th></tr>{rows}</table>"
+
+
+def build_report(run_dir: str | Path, out: str | Path) -> dict:
+    """Write ``out`` (HTML, atomically) and its PNGs beside it (``<stem>_<plot>.png``); return what it wrote."""
+    from negmine.io import atomic_path, read_table
+    from negmine.schemas import FN_REPORT, NEGATIVES
+
+    run_dir, out = Path(run_dir), Path(out)
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.exists():
+        raise BadInputError(manifest_path, "not a negmine run directory (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text())
+    negatives = {p.stem.removeprefix("negatives_"): read_table(p, NEGATIVES, "negatives") for p in sorted(run_dir.glob("negatives_*.parquet"))}
+    plt = _pyplot()
+    plots: list[tuple[str, str, bytes]] = []
+    if negatives:
+        plots += [
+            ("scores", "Retriever scores: positives vs sampled negatives", score_histograms(negatives, plt)),
+            ("negatives_per_query", "Negatives per query", negatives_per_query(negatives, plt)),
+            ("ranks", "Source rank of the sampled negatives", rank_distribution(negatives, plt)),
+        ]
+    if (run_dir / "fn_report.parquet").exists():
+        plots.append(("false_negatives", "Estimated false-negative rate per rank bucket (95% interval)", false_negative_plot(read_table(run_dir / "fn_report.parquet", FN_REPORT, "fn_report"), plt)))
+    plots.append(("timings", "Stage wall times (manifest.json)", stage_timings(manifest, plt)))
+    written = []
+    sections = []
+    for key, title, png in plots:
+        path = out.with_name(f"{out.stem}_{key}.png")
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(png)
+        written.append(str(path))
+        encoded = base64.b64encode(png).decode("ascii")
+        sections.append(f'<h2>{html.escape(title)}</h2>\n<img alt="{html.escape(title)}" src="data:image/png;base64,{encoded}">')
+    if not negatives:
+        sections.insert(0, "<p>No <code>negatives_*.parquet</code> in this run yet.</p>")
+    sections.append("<h2>Stages</h2>\n" + _stage_table(manifest))
+    with atomic_path(out) as tmp:
+        tmp.write_text(_PAGE.format(title=html.escape(str(run_dir)), sections="\n".join(sections)), encoding="utf-8")
+    return {"out": str(out), "plots": written, "strategies": sorted(negatives)}
