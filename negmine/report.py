@@ -36,47 +36,95 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _grid(plt, n: int, cols: int = 3):
+    cols = min(cols, max(n, 1))
+    rows = -(-max(n, 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
 def score_histograms(negatives: dict, plt) -> bytes:
-    n = len(negatives)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
-    for ax, (strategy, table) in zip(axes[0], negatives.items()):
+    """Small multiples (3 per row): positives vs sampled negatives of each strategy on shared bins."""
+    fig, axes = _grid(plt, len(negatives))
+    for ax, (strategy, table) in zip(axes, negatives.items()):
         neg = [v for v in table.column("retriever_score").to_pylist() if v is not None]
         pos_pairs = {(q, p): s for q, p, s in zip(*(table.column(c).to_pylist() for c in ("query_id", "pos_id", "pos_retriever_score"))) if s is not None}
         pos = list(pos_pairs.values())
         if neg or pos:
-            ax.hist([neg, pos], bins=30, density=True, label=["negatives", "positives"], color=["tab:red", "tab:green"], alpha=0.7, histtype="stepfilled")
+            ax.hist([neg, pos], bins=30, density=True, label=[f"negatives ({len(neg)})", f"positives ({len(pos)})"], color=["tab:red", "tab:green"], alpha=0.6, histtype="stepfilled")
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "no retriever scores\n(corpus draws)", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(strategy)
         ax.set_xlabel("retriever score")
-    axes[0][0].set_ylabel("density")
+        ax.set_ylabel("density")
+    fig.tight_layout()
     return _png(fig)
 
 
 def negatives_per_query(negatives: dict, plt) -> bytes:
+    """Grouped bars: for each count of negatives per query, how many queries each strategy gave it."""
     from collections import Counter
 
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    for strategy, table in negatives.items():
-        counts = Counter(table.column("query_id").to_pylist())
-        ax.hist(list(counts.values()), bins=range(1, max(counts.values(), default=1) + 2), alpha=0.6, label=strategy, align="left")
+    per_strategy = {s: Counter(Counter(t.column("query_id").to_pylist()).values()) for s, t in negatives.items()}
+    counts = sorted({c for hist in per_strategy.values() for c in hist})
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(counts) + 3), 3.2))
+    width = 0.8 / max(len(per_strategy), 1)
+    for i, (strategy, hist) in enumerate(per_strategy.items()):
+        ax.bar([j + i * width for j in range(len(counts))], [hist.get(c, 0) for c in counts], width, label=strategy)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(counts))], [str(c) for c in counts])
     ax.set_xlabel("negatives per query")
     ax.set_ylabel("queries")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     return _png(fig)
 
 
 def rank_distribution(negatives: dict, plt) -> bytes:
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    for strategy, table in negatives.items():
-        ranks = [r for r in table.column("source_rank").to_pylist() if r is not None]
+    """Small multiples: where in the retrieved list each strategy's negatives came from."""
+    fig, axes = _grid(plt, len(negatives))
+    for ax, (strategy, table) in zip(axes, negatives.items()):
+        column = table.column("source_rank").to_pylist()
+        ranks = [r for r in column if r is not None]
+        drawn = len(column) - len(ranks)
         if ranks:
-            ax.hist(ranks, bins=range(1, max(ranks) + 2, max(1, max(ranks) // 40)), alpha=0.6, label=strategy)
-    ax.set_xlabel("source rank of the sampled negative")
-    ax.set_ylabel("negatives")
-    ax.legend(fontsize=8)
+            top = max(ranks)
+            ax.hist(ranks, bins=range(1, top + 2, max(1, top // 40)), color="tab:blue")
+        else:
+            ax.text(0.5, 0.5, "no source ranks", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(strategy + (f" (+{drawn} from corpus)" if drawn else ""))
+        ax.set_xlabel("source rank")
+        ax.set_ylabel("negatives")
+    fig.tight_layout()
     return _png(fig)
+
+
+def _strategy_table(negatives: dict) -> str:
+    """One row per strategy: sizes, negatives per query, scores and how many negatives outscore their positive."""
+    import numpy as np
+    from collections import Counter
+
+    rows = []
+    for strategy, table in negatives.items():
+        per_query = list(Counter(table.column("query_id").to_pylist()).values())
+        cols = {c: table.column(c).to_pylist() for c in ("retriever_score", "pos_retriever_score", "source_rank")}
+        scored = [(n, p) for n, p in zip(cols["retriever_score"], cols["pos_retriever_score"]) if n is not None and p is not None]
+        ranks = [r for r in cols["source_rank"] if r is not None]
+
+        def cell(values, fmt="{:.3f}"):
+            return fmt.format(float(np.mean(values))) if values else "–"
+
+        rows.append(
+            f"<tr><td>{html.escape(strategy)}</td><td>{table.num_rows}</td><td>{len(per_query)}</td>"
+            f"<td>{min(per_query, default=0)} / {int(np.median(per_query)) if per_query else 0} / {max(per_query, default=0)}</td>"
+            f"<td>{cell([n for n, _ in scored])}</td><td>{cell([p for _, p in scored])}</td>"
+            f"<td>{cell([100.0 * (n > p) for n, p in scored], '{:.1f}%')}</td>"
+            f"<td>{int(np.median(ranks)) if ranks else '–'}</td></tr>"
+        )
+    head = "<tr><th>strategy</th><th>negatives</th><th>queries</th><th>per query min / median / max</th><th>mean negative score</th><th>mean positive score</th><th>negatives above their positive</th><th>median source rank</th></tr>"
+    return f"<table>{head}{''.join(rows)}</table>"
 
 
 def false_negative_plot(report, plt) -> bytes:
@@ -95,7 +143,7 @@ def false_negative_plot(report, plt) -> bytes:
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(buckets))], buckets)
     ax.set_xlabel("source-rank bucket")
     ax.set_ylabel("estimated false-negative rate")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     return _png(fig)
 
 
@@ -158,7 +206,9 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
         written.append(str(path))
         encoded = base64.b64encode(png).decode("ascii")
         sections.append(f'<h2>{html.escape(title)}</h2>\n<img alt="{html.escape(title)}" src="data:image/png;base64,{encoded}">')
-    if not negatives:
+    if negatives:
+        sections.insert(0, "<h2>Strategies</h2>\n" + _strategy_table(negatives))
+    else:
         sections.insert(0, "<p>No <code>negatives_*.parquet</code> in this run yet.</p>")
     sections.append("<h2>Stages</h2>\n" + _stage_table(manifest))
     with atomic_path(out) as tmp:

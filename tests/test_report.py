@@ -41,6 +41,12 @@ def test_report_embeds_every_plot_and_writes_the_pngs(tmp_path):
     assert "http://" not in page and "https://" not in page  # self-contained: nothing to fetch
     for stage in ("ingest", "bm25", "sample.simans", "sample.topk", "estimate-fn"):
         assert f"<td>{stage}</td>" in page
+    # the strategies table: 7 negatives per (query, positive), counted from the tables themselves
+    import pyarrow.parquet as pq
+
+    topk = pq.read_table(run / "negatives_topk.parquet")
+    queries = len(set(topk.column("query_id").to_pylist()))
+    assert f"<tr><td>topk</td><td>{topk.num_rows}</td><td>{queries}</td>" in page
 
 
 def test_report_without_fn_report_or_negatives(tmp_path):
