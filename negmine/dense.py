@@ -5,13 +5,20 @@ The corpus is encoded in chunks straight into a memory-mapped ``.npy`` file (flo
 in the run directory, so a rerun with the same model and corpus does not re-encode. Search is
 exact (``IndexFlatIP``) in query batches, on GPU when ``faiss.get_num_gpus() > 0``. Every labelled
 positive is scored too, so s(q, d+) is known even when retrieval missed it.
+
+Ties in score are broken by corpus row (the earlier document first), at the top-k cut-off too
+(:func:`top_k`), so a search over corpus shards merged with :func:`merge_top_k` returns exactly
+what one index over the whole corpus returns (``negmine.engine_ray`` relies on it). The units of
+work, :func:`encode` of one chunk of texts and :func:`top_k` of one query batch, are the same in
+both engines: a transformer's floats depend on which texts share a padded batch, so the chunks
+(``chunk_size`` documents, ``query_batch`` queries) are part of what an output depends on.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -72,6 +79,18 @@ def encode(model, texts: list[str], batch_size: int = 64, prompt_name: str | Non
     return np.ascontiguousarray(emb, dtype=np.float32)
 
 
+def embedding_dim(model) -> int:
+    dim_of = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(dim_of())
+
+
+def chunks(items: list, size: int) -> list[list]:
+    """Consecutive slices of ``size`` items: the units one :func:`encode` call (or one Ray task) handles."""
+    if size < 1:
+        raise StageError(f"chunk size must be at least 1, got {size}")
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
 def embed_corpus(
     corpus: pa.Table,
     model,
@@ -82,23 +101,36 @@ def embed_corpus(
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Encode the corpus in chunks into a memory-mapped ``.npy`` (row i = corpus row i); written atomically."""
+    parts = (encode(model, chunk, batch_size) for chunk in chunks(doc_texts(corpus), chunk_size))
+    return write_embeddings(path, parts, corpus.num_rows, embedding_dim(model), dtype, progress)
+
+
+def write_embeddings(
+    path: str | Path,
+    parts: Iterable[np.ndarray],
+    rows: int,
+    dim: int,
+    dtype: str = "float16",
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Write consecutive blocks of embeddings (corpus order) into a memory-mapped ``.npy``, atomically."""
     if dtype not in DTYPES:
         raise StageError(f"unknown embedding dtype {dtype!r}; choose from {sorted(DTYPES)}")
     from tqdm.auto import tqdm
 
-    texts = doc_texts(corpus)
-    bar = tqdm(total=len(texts), unit="doc", desc="encode corpus", disable=None, leave=False)
-    dim_of = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    dim = dim_of()
+    bar = tqdm(total=rows, unit="doc", desc="encode corpus", disable=None, leave=False)
     with atomic_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPES[dtype], shape=(len(texts), dim))
-        for start in range(0, len(texts), chunk_size):
-            chunk = texts[start : start + chunk_size]
-            out[start : start + len(chunk)] = encode(model, chunk, batch_size)
-            bar.update(len(chunk))
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPES[dtype], shape=(rows, dim))
+        start = 0
+        for block in parts:
+            out[start : start + len(block)] = block
+            start += len(block)
+            bar.update(len(block))
             if progress:
-                progress(len(chunk))
+                progress(len(block))
         bar.close()
+        if start != rows:
+            raise StageError(f"encoded {start} documents, expected {rows}")
         out.flush()
         del out
     return np.load(path, mmap_mode="r")
@@ -113,6 +145,53 @@ def _flat_index(embeddings: np.ndarray, chunk_size: int = 65536):
     for start in range(0, embeddings.shape[0], chunk_size):
         index.add(np.ascontiguousarray(embeddings[start : start + chunk_size], dtype=np.float32))
     return index
+
+
+def top_k(index, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best rows of ``index`` per query, by score descending then row ascending.
+
+    faiss orders (and cuts) equal scores by its heap's internals; searching one row more than
+    asked shows whether a tie straddles the cut-off, and only those queries are searched again
+    deeper. Returns ``(scores, rows)`` of shape (queries, min(k, index.ntotal)).
+    """
+    n = int(index.ntotal)
+    k = min(k, n)
+    if k == 0 or len(query_embeddings) == 0:
+        return np.zeros((len(query_embeddings), k), np.float32), np.zeros((len(query_embeddings), k), np.int64)
+    scores_k = np.empty((len(query_embeddings), k), np.float32)
+    rows_k = np.empty((len(query_embeddings), k), np.int64)
+    todo, depth = np.arange(len(query_embeddings)), k + 1
+    while len(todo):
+        depth = min(depth, n)
+        scores, rows = index.search(np.ascontiguousarray(query_embeddings[todo]), depth)
+        cut = (scores[:, k - 1] == scores[:, depth - 1]) & (depth < n) if depth > k else np.zeros(len(todo), bool)
+        done = ~cut
+        order = np.lexsort((rows[done], -scores[done]), axis=-1)[:, :k]
+        scores_k[todo[done]] = np.take_along_axis(scores[done], order, -1)
+        rows_k[todo[done]] = np.take_along_axis(rows[done], order, -1)
+        todo, depth = todo[cut], depth * 2
+    return scores_k, rows_k
+
+
+def merge_top_k(shards: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge the per-shard :func:`top_k` results ``(scores, global rows)`` of the same queries into one top-``k``
+    with the same order: score descending, then row ascending."""
+    scores = np.concatenate([s for s, _ in shards], axis=1)
+    rows = np.concatenate([r for _, r in shards], axis=1)
+    order = np.lexsort((rows, -scores), axis=-1)[:, :k]
+    return np.take_along_axis(scores, order, -1), np.take_along_axis(rows, order, -1)
+
+
+def ranked_hits(scores: np.ndarray, rows: np.ndarray, ids: list[str]) -> list[list[tuple[str, float]]]:
+    """Per query, its (doc_id, score) best first (faiss's -1 rows, "no result", dropped)."""
+    return [[(ids[r], float(s)) for r, s in zip(row_r, row_s) if r >= 0] for row_r, row_s in zip(rows, scores)]
+
+
+def check_embeddings(corpus: pa.Table, corpus_embeddings: np.ndarray) -> None:
+    if corpus_embeddings.shape[0] != corpus.num_rows:
+        raise StageError(
+            f"corpus embeddings have {corpus_embeddings.shape[0]} rows but the corpus has {corpus.num_rows}; rerun the embed stage"
+        )
 
 
 def dense_candidates(
@@ -133,25 +212,33 @@ def dense_candidates(
     """
     import faiss
 
-    if corpus_embeddings.shape[0] != corpus.num_rows:
-        raise StageError(
-            f"corpus embeddings have {corpus_embeddings.shape[0]} rows but the corpus has {corpus.num_rows}; rerun the embed stage"
-        )
+    check_embeddings(corpus, corpus_embeddings)
     if threads:
         faiss.omp_set_num_threads(threads)
     ids = corpus.column("doc_id").to_pylist()
-    qids = queries.column("query_id").to_pylist()
-    texts = queries.column("text").to_pylist()
     index = _flat_index(corpus_embeddings)
-    k_eff = min(k, len(ids))
     hits, query_emb = [], []
-    for start in range(0, len(qids), query_batch):
-        emb = encode(model, texts[start : start + query_batch], batch_size)
-        scores, rows = index.search(emb, k_eff)
-        hits.extend([(ids[r], float(s)) for r, s in zip(row_r, row_s) if r >= 0] for row_r, row_s in zip(rows, scores))
+    for texts in chunks(queries.column("text").to_pylist(), query_batch):
+        emb = encode(model, texts, batch_size)
+        hits.extend(ranked_hits(*top_k(index, emb, k), ids))
         query_emb.append(emb)
         if progress:
             progress(len(emb))
+    return dense_tables(corpus, queries, qrels, corpus_embeddings, query_emb, hits)
+
+
+def dense_tables(
+    corpus: pa.Table,
+    queries: pa.Table,
+    qrels: pa.Table,
+    corpus_embeddings: np.ndarray,
+    query_emb: list[np.ndarray],
+    hits: list[list[tuple[str, float]]],
+) -> tuple[pa.Table, pa.Table]:
+    """``(candidates, positive_scores)`` from each query's ranked hits; positives retrieval missed are
+    scored ⟨E(q), E(d+)⟩ from the query and stored corpus embeddings."""
+    ids = corpus.column("doc_id").to_pylist()
+    qids = queries.column("query_id").to_pylist()
     candidates = candidates_table(qids, hits, "dense")
     query_emb = np.concatenate(query_emb) if query_emb else np.zeros((0, corpus_embeddings.shape[1]), np.float32)
     row_of_query = {q: i for i, q in enumerate(qids)}

@@ -42,6 +42,9 @@ class BadInputError(NegmineError):
             where += f", field {field!r}"
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self):  # pickles intact, so a Ray task's bad input reaches the driver as itself
+        return type(self), (self.path, self.reason, self.line, self.field)
+
 
 class RunLockedError(NegmineError):
     """Another negmine holds the run directory."""

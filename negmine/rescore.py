@@ -23,13 +23,19 @@ Outputs: ``scored_candidates_<source>`` = the candidates' columns + ``ce_score``
 ``scored_positives_<source>`` = the positive-scores columns + ``ce_score``, ``ce_prob``.
 Each distinct (query, document) pair is scored once; the output does not depend on batch size
 beyond floating-point noise of padded batches.
+
+The work is split into independent parts (:func:`plan_scores`): chunks of ``chunk_size`` pairs for
+a cross-encoder, chunks of ``chunk_size`` distinct texts (queries, then documents) for a
+bi-encoder. :func:`rescore` runs them in this process; ``negmine.engine_ray`` runs the same parts
+on Ray actors with the same :meth:`Teacher.run_part` and combines them with the same function, so
+both engines give the same bytes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -62,12 +68,23 @@ class Teacher:
     name: str
     model: object
 
-    def scores(self, queries: list[str], docs: list[str], batch_size: int = 32) -> np.ndarray:
+    def scores(self, queries: list[str], docs: list[str], batch_size: int = 32, chunk_size: int = 2048) -> np.ndarray:
+        """Raw teacher scores of the pairs (queries[i], docs[i])."""
+        parts, combine = plan_scores(self.kind, queries, docs, chunk_size)
+        return combine(list(self.map_parts(parts, batch_size)))
+
+    def map_parts(self, parts: list[tuple], batch_size: int = 32) -> Iterator[np.ndarray]:
+        """:meth:`run_part` of each part, in order (``negmine.engine_ray.RayTeacher`` runs them on Ray actors)."""
+        return (self.run_part(part, batch_size) for part in parts)
+
+    def run_part(self, part: tuple, batch_size: int = 32) -> np.ndarray:
+        """One part of :func:`plan_scores`: a cross-encoder's logits of a chunk of pairs, or a bi-encoder's
+        normalised embeddings of a chunk of texts."""
         import torch
 
-        if not queries:
-            return np.zeros(0, np.float32)
-        if self.kind == "cross-encoder":
+        what, *data = part
+        if what == "pairs":
+            queries, docs = data
             with torch.inference_mode():
                 z = self.model.predict(
                     list(zip(queries, docs)), batch_size=batch_size, activation_fn=torch.nn.Identity(), show_progress_bar=False
@@ -75,15 +92,39 @@ class Teacher:
             return np.asarray(z, dtype=np.float32).reshape(len(queries))
         from negmine.dense import encode
 
-        # each distinct text is encoded once: a query has ~100 candidates, a document recurs across queries
-        uq, q_of = np.unique(np.asarray(queries, dtype=object), return_inverse=True)
-        ud, d_of = np.unique(np.asarray(docs, dtype=object), return_inverse=True)
-        q = encode(self.model, list(uq), batch_size)
-        d = encode(self.model, list(ud), batch_size)
-        return np.einsum("ij,ij->i", q[q_of], d[d_of]).astype(np.float32)
+        return encode(self.model, data[0], batch_size)
 
     def probs(self, scores: np.ndarray) -> np.ndarray:
         return teacher_probs(scores, self.kind)
+
+
+def plan_scores(kind: str, queries: list[str], docs: list[str], chunk_size: int = 2048) -> tuple[list[tuple], Callable[[list[np.ndarray]], np.ndarray]]:
+    """Split the scoring of pairs (queries[i], docs[i]) into independent parts, and how to combine their results.
+
+    cross-encoder: parts ``("pairs", queries, docs)`` of ``chunk_size`` pairs; results are logits, concatenated.
+    bi-encoder: each distinct text is encoded once (a query has ~100 candidates, a document recurs across
+    queries): parts ``("texts", texts)`` of ``chunk_size`` distinct queries, then of distinct documents;
+    results are normalised embeddings, combined as cos(E(q), E(d)) = ⟨E(q), E(d)⟩.
+    """
+    from negmine.dense import chunks
+
+    if kind == "cross-encoder":
+        parts = [("pairs", q, d) for q, d in zip(chunks(queries, chunk_size), chunks(docs, chunk_size))]
+        return parts, lambda results: np.concatenate(results).astype(np.float32) if results else np.zeros(0, np.float32)
+    if kind != "bi-encoder":
+        raise StageError(f"unknown teacher kind {kind!r}; choose from {sorted(TEACHER_KINDS)}")
+    if not queries:
+        return [], lambda results: np.zeros(0, np.float32)
+    uq, q_of = np.unique(np.asarray(queries, dtype=object), return_inverse=True)
+    ud, d_of = np.unique(np.asarray(docs, dtype=object), return_inverse=True)
+    query_parts, doc_parts = chunks(list(uq), chunk_size), chunks(list(ud), chunk_size)
+
+    def combine(results: list[np.ndarray]) -> np.ndarray:
+        q = np.concatenate(results[: len(query_parts)])
+        d = np.concatenate(results[len(query_parts) :])
+        return np.einsum("ij,ij->i", q[q_of], d[d_of]).astype(np.float32)
+
+    return [("texts", t) for t in query_parts + doc_parts], combine
 
 
 def teacher_probs(scores: np.ndarray, kind: str) -> np.ndarray:
@@ -96,18 +137,16 @@ def teacher_probs(scores: np.ndarray, kind: str) -> np.ndarray:
     raise StageError(f"unknown teacher kind {kind!r}; choose from {sorted(TEACHER_KINDS)}")
 
 
-def load_teacher(spec: str, max_length: int | None = 512, device: str | None = None) -> Teacher:
-    """Load a teacher by spec (see :func:`parse_teacher`) with the real sentence-transformers loaders."""
+def check_teacher(spec: str) -> tuple[str, str]:
+    """``(kind, name)`` of a teacher spec after the cheap checks (no model loaded): a missing local path,
+    or a bi-encoder passed as a cross-encoder, is bad input."""
     kind, name = parse_teacher(spec)
-    local = Path(name).expanduser()
     if kind == "bi-encoder":
-        from negmine.dense import load_model
+        from negmine.dense import check_model
 
-        return Teacher(kind, name, load_model(name, max_length, device))
-    try:
-        from sentence_transformers import CrossEncoder
-    except ImportError:
-        raise StageError("the rescore stage needs sentence-transformers: pip install sentence-transformers") from None
+        check_model(name)
+        return kind, name
+    local = Path(name).expanduser()
     if not local.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
         raise BadInputError(name, "teacher model path does not exist", field="teacher")
     if local.is_dir() and not _is_sequence_classifier(local):
@@ -117,6 +156,21 @@ def load_teacher(spec: str, max_length: int | None = 512, device: str | None = N
             f"to use a bi-encoder as teacher pass --teacher bi-encoder:{name}",
             field="teacher",
         )
+    return kind, name
+
+
+def load_teacher(spec: str, max_length: int | None = 512, device: str | None = None) -> Teacher:
+    """Load a teacher by spec (see :func:`parse_teacher`) with the real sentence-transformers loaders."""
+    kind, name = check_teacher(spec)
+    if kind == "bi-encoder":
+        from negmine.dense import load_model
+
+        return Teacher(kind, name, load_model(name, max_length, device))
+    try:
+        from sentence_transformers import CrossEncoder
+    except ImportError:
+        raise StageError("the rescore stage needs sentence-transformers: pip install sentence-transformers") from None
+    local = Path(name).expanduser()
     try:
         model = CrossEncoder(str(local) if local.exists() else name, max_length=max_length, device=device)
     except (OSError, ValueError) as exc:
@@ -150,33 +204,46 @@ def rescore(
 
     Returns ``(scored_candidates, scored_positives)``: the input columns plus ``ce_score`` (raw
     teacher score, float32) and ``ce_prob`` (its [0, 1] scale; thresholds apply to this one).
-    ``progress(n)`` is called after every ``n`` pairs scored.
+    ``progress(n)`` is called after every ``n`` pairs scored. ``teacher`` is a loaded :class:`Teacher`, or
+    anything with its ``kind``, ``name`` and ``map_parts`` (``negmine.engine_ray.RayTeacher``).
     """
+    pairs, query_texts, doc_texts_ = teacher_pairs(candidates, positive_scores, corpus, queries)
+    parts, combine = plan_scores(teacher.kind, query_texts, doc_texts_, chunk_size)
+    results = []
+    for part, result in zip(parts, teacher.map_parts(parts, batch_size)):
+        results.append(result)
+        if progress and part[0] == "pairs":
+            progress(len(part[1]))
+    scores = combine(results)
+    if progress and teacher.kind == "bi-encoder" and pairs:
+        progress(len(pairs))
+    return scored_tables(candidates, positive_scores, pairs, scores, teacher.kind, teacher.name)
+
+
+def teacher_pairs(candidates: pa.Table, positive_scores: pa.Table, corpus: pa.Table, queries: pa.Table) -> tuple[list[tuple[str, str]], list[str], list[str]]:
+    """The distinct (query_id, doc_id) pairs of candidates and positives, sorted, with their query and document texts."""
     doc_text = dict(zip(corpus.column("doc_id").to_pylist(), doc_texts(corpus)))
     query_text = dict(zip(queries.column("query_id").to_pylist(), queries.column("text").to_pylist()))
-    keys = [
-        list(zip(t.column("query_id").to_pylist(), t.column("doc_id").to_pylist())) for t in (candidates, positive_scores)
-    ]
+    keys = [list(zip(t.column("query_id").to_pylist(), t.column("doc_id").to_pylist())) for t in (candidates, positive_scores)]
     unique = sorted(set(keys[0]) | set(keys[1]))
     for qid, did in unique:
         if qid not in query_text:
             raise StageError(f"query {qid!r} of the candidates is not in the queries table; rerun retrieval")
         if did not in doc_text:
             raise StageError(f"document {did!r} of the candidates is not in the corpus; rerun retrieval")
-    scores = np.zeros(len(unique), np.float32)
-    if teacher.kind == "bi-encoder":  # one call, so each distinct text is encoded once
-        chunk_size = max(len(unique), 1)
-    for start in range(0, len(unique), chunk_size):
-        chunk = unique[start : start + chunk_size]
-        scores[start : start + len(chunk)] = teacher.scores([query_text[q] for q, _ in chunk], [doc_text[d] for _, d in chunk], batch_size)
-        if progress:
-            progress(len(chunk))
+    return unique, [query_text[q] for q, _ in unique], [doc_text[d] for _, d in unique]
+
+
+def scored_tables(candidates: pa.Table, positive_scores: pa.Table, pairs: list[tuple[str, str]], scores: np.ndarray, kind: str, name: str) -> tuple[pa.Table, pa.Table]:
+    """The candidates and positives with ``ce_score`` (``scores[i]`` is the score of ``pairs[i]``) and ``ce_prob``."""
+    scores = np.asarray(scores, dtype=np.float32)
     if not np.all(np.isfinite(scores)):
-        raise StageError(f"teacher {teacher.name!r} gave non-finite scores")
-    row = {k: i for i, k in enumerate(unique)}
+        raise StageError(f"teacher {name!r} gave non-finite scores")
+    row = {k: i for i, k in enumerate(pairs)}
     out = []
-    for table, pairs, schema in zip((candidates, positive_scores), keys, (SCORED_CANDIDATES, SCORED_POSITIVES)):
-        s = scores[[row[p] for p in pairs]] if pairs else np.zeros(0, np.float32)
-        table = table.append_column("ce_score", pa.array(s, pa.float32())).append_column("ce_prob", pa.array(teacher.probs(s), pa.float32()))
+    for table, schema in ((candidates, SCORED_CANDIDATES), (positive_scores, SCORED_POSITIVES)):
+        keys = list(zip(table.column("query_id").to_pylist(), table.column("doc_id").to_pylist()))
+        s = scores[[row[p] for p in keys]] if keys else np.zeros(0, np.float32)
+        table = table.append_column("ce_score", pa.array(s, pa.float32())).append_column("ce_prob", pa.array(teacher_probs(s, kind), pa.float32()))
         out.append(table.select(schema.names).cast(schema))
     return out[0], out[1]
