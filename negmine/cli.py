@@ -97,6 +97,10 @@ NegativeBelowOpt = typer.Option(None, "--negative-below", help="denoise: keep to
 PositiveAboveOpt = typer.Option(None, "--positive-above", help="denoise: a ce_prob above this marks a likely false negative (default 0.9).")
 PseudoPositivesOpt = typer.Option(None, "--pseudo-positives/--no-pseudo-positives", help="denoise: write the likely false negatives to pseudo_positives_denoise.parquet.")
 SourceOpt = typer.Option("dense", "--source", help="Candidate pool: dense | bm25 | hybrid (bm25 and dense fused; see `negmine hybrid`)")
+EngineOpt = typer.Option("local", "--engine", help="local | ray: encode, search and rescore in this process or on a Ray cluster (identical outputs).")
+RayAddressOpt = typer.Option(
+    None, "--ray-address", envvar="RAY_ADDRESS", help="--engine ray: the cluster (ray://HEAD:10001, HEAD:6379 or auto); default: a local Ray cluster."
+)
 
 
 @app.command()
@@ -140,13 +144,17 @@ def dense(
     dtype: str = typer.Option("float16", "--dtype", help="Stored corpus embeddings: float16 | float32"),
     batch_size: int = typer.Option(64, "--batch-size", help="Encoding batch size."),
     threads: Optional[int] = typer.Option(None, "--threads", help="faiss threads (default: all cores)."),
+    engine: str = EngineOpt,
+    ray_address: Optional[str] = RayAddressOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ):
     """Dense candidates: encode (cached embeddings), faiss inner-product search, score every positive."""
     from negmine.stages import dense_stage
 
-    _with_run(run_dir, lambda run: dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads, force=force), as_json, "dense")
+    _with_run(
+        run_dir, lambda run: dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads, force=force, engine=engine, ray_address=ray_address), as_json, "dense"
+    )
 
 
 FusionOpt = typer.Option("rrf", "--fusion", help="hybrid pool: rrf (by RRF score) | union (by best rank, then RRF score)")
@@ -181,6 +189,8 @@ def rescore(
     source: str = typer.Option("dense", "--source", help="Candidate pool to score: dense | bm25 | hybrid"),
     max_length: int = typer.Option(512, "--max-length", help="Tokens per (query, document) pair."),
     batch_size: int = typer.Option(32, "--batch-size", help="Pairs per forward pass."),
+    engine: str = EngineOpt,
+    ray_address: Optional[str] = RayAddressOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ):
@@ -192,7 +202,9 @@ def rescore(
     def body(run):
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("rescoring pairs", total=None)
-            return rescore_stage(run, teacher, source, max_length, batch_size, progress=lambda n: bar.advance(task, n), force=force)
+            return rescore_stage(
+                run, teacher, source, max_length, batch_size, progress=lambda n: bar.advance(task, n), force=force, engine=engine, ray_address=ray_address
+            )
 
     _with_run(run_dir, body, as_json, "rescore")
 
@@ -292,6 +304,8 @@ def mine(
     param: List[str] = typer.Option([], "--param", help="Any other strategy parameter, NAME=VALUE."),
     teacher: Optional[str] = TeacherOpt,
     teacher_max_length: int = typer.Option(512, "--teacher-max-length", help="Tokens per (query, document) pair (per text for a bi-encoder teacher)."),
+    engine: str = EngineOpt,
+    ray_address: Optional[str] = RayAddressOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ):
@@ -309,6 +323,7 @@ def mine(
                 run, data, strategy, source, fmt, split, model, k, num_negatives, seed, threads,
                 max_seq_length, dtype, batch_size, bm25_backend, params, force,
                 on_stage=lambda name: status.update(f"[bold]{name}[/] …"), teacher=teacher, fusion=fusion, teacher_max_length=teacher_max_length,
+                engine=engine, ray_address=ray_address,
             )
 
     _with_run(run_dir, body, as_json, f"mine --strategy {strategy}")

@@ -30,6 +30,8 @@ def mine(
     teacher: str | None = None,
     fusion: str = "rrf",
     teacher_max_length: int | None = 512,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> list[StageResult]:
     """ingest → {bm25 | dense | bm25 + dense + hybrid} → [rescore] → [cluster] → sample.
 
@@ -38,6 +40,9 @@ def mine(
 
     With a ``teacher`` (see negmine.rescore) the candidates are rescored before sampling, each text (pair)
     cut to ``teacher_max_length`` tokens; the ``denoise`` strategy needs one.
+
+    ``engine='ray'`` runs dense retrieval and rescoring on the Ray cluster at ``ray_address`` (see
+    negmine.engine_ray); Ray is started or connected only if one of them has work to do.
     """
     from negmine.errors import StageError
 
@@ -47,6 +52,9 @@ def mine(
 
     if source == "hybrid" and fusion not in FUSIONS:  # before any retrieval runs
         raise StageError(f"unknown fusion {fusion!r}; choose from {sorted(FUSIONS)}")
+    from negmine.stages import check_engine
+
+    check_engine(engine)
     if strategy == "denoise" and teacher is None:
         raise StageError("strategy 'denoise' needs a teacher; pass --teacher cross-encoder:NAME_OR_PATH (or bi-encoder:NAME_OR_PATH)")
     if source in ("dense", "hybrid") or strategy == "tas-balanced":
@@ -62,7 +70,7 @@ def mine(
         results.append(bm25_stage(run, k=k, threads=threads, backend=bm25_backend, force=force))
     if source in ("dense", "hybrid"):
         notify("dense")
-        results.extend(dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads=threads, force=force))
+        results.extend(dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads=threads, force=force, engine=engine, ray_address=ray_address))
     if source == "hybrid":
         from negmine.stages import hybrid_stage
 
@@ -72,7 +80,7 @@ def mine(
         from negmine.stages import rescore_stage
 
         notify("rescore")
-        results.append(rescore_stage(run, teacher, source, teacher_max_length, batch_size=batch_size, force=force))
+        results.append(rescore_stage(run, teacher, source, teacher_max_length, batch_size=batch_size, force=force, engine=engine, ray_address=ray_address))
     from negmine.sample import NEEDS
 
     if "clusters" in NEEDS.get(strategy, ()):  # tas-balanced: k-means on query embeddings

@@ -18,6 +18,30 @@ from negmine.run import Run, measure
 from negmine.schemas import CANDIDATES, CLUSTERS, CORPUS, NEGATIVES, POSITIVE_SCORES, QRELS, QUERIES
 
 SOURCES = ("bm25", "dense", "hybrid")  # hybrid: the bm25 and dense pools fused (hybrid_stage)
+# --engine of dense and rescore: in this process, or on a Ray cluster (negmine.engine_ray). Both write
+# identical bytes (tests/test_engine_ray.py), so the engine is left out of the stages' configs: a run made
+# by one engine is up to date for the other, and switching engines never recomputes anything.
+ENGINES = ("local", "ray")
+EMBED_CHUNK = 1024  # documents per encode call (the unit of work an engine hands out)
+QUERY_BATCH = 4096  # queries per encode call and search
+
+
+def check_engine(engine: str) -> None:
+    from negmine.errors import StageError
+
+    if engine not in ENGINES:
+        raise StageError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
+
+
+def _ran_on(engine: str) -> dict:
+    """Recorded in a stage's stats (not its config) when another engine than the local one made the outputs."""
+    return {} if engine == "local" else {"engine": engine}
+
+
+def _unless_default(**values: tuple) -> dict:
+    """``{name: value}`` of the (value, default) pairs whose value is not the default. Options added after
+    runs were recorded go into a config only when set, so those runs' manifests stay up to date."""
+    return {name: value for name, (value, default) in values.items() if value != default}
 
 
 @dataclass
@@ -123,54 +147,93 @@ def _model_id(model: str) -> str:
     return str(path.resolve()) if path.exists() else str(model)
 
 
-def embed_stage(run: Run, model: str, max_seq_length: int | None = 256, dtype: str = "float16", batch_size: int = 64, loaded=None, progress=None, force: bool = False) -> StageResult:
-    from negmine.dense import embed_corpus, load_model
+def _embed_config(model: str, max_seq_length, dtype: str, batch_size: int, chunk_size: int) -> dict:
+    config = {"model": _model_id(model), "max_seq_length": max_seq_length, "dtype": dtype, "batch_size": batch_size}
+    return config | _unless_default(chunk_size=(chunk_size, EMBED_CHUNK))  # chunks decide which texts share a padded batch
+
+
+def _encoder(engine: str, model: str, max_seq_length, ray_address: str | None = None):
+    """The bi-encoder: loaded here (local), or a pool of Ray actors that load it when first used (ray)."""
+    if engine == "ray":
+        from negmine.engine_ray import encoder_pool
+
+        return encoder_pool(model, max_seq_length, ray_address)
+    from negmine.dense import load_model
+
+    return load_model(model, max_seq_length)
+
+
+def embed_stage(run: Run, model: str, max_seq_length: int | None = 256, dtype: str = "float16", batch_size: int = 64, loaded=None, progress=None, force: bool = False,
+                chunk_size: int = EMBED_CHUNK, engine: str = "local", ray_address: str | None = None) -> StageResult:
+    check_engine(engine)
+    if engine == "ray":
+        from negmine.engine_ray import embed_corpus
+    else:
+        from negmine.dense import embed_corpus
 
     inputs = _inputs(run, "corpus")
     outputs = [run.file("embeddings/corpus.npy")]
-    config = {"model": _model_id(model), "max_seq_length": max_seq_length, "dtype": dtype, "batch_size": batch_size}
+    config = _embed_config(model, max_seq_length, dtype, batch_size, chunk_size)
 
     def compute():
         corpus = read_table(inputs[0], CORPUS, "corpus")
-        st_model = loaded if loaded is not None else load_model(model, max_seq_length)
-        emb = embed_corpus(corpus, st_model, outputs[0], dtype, batch_size, chunk_size=1024, progress=progress)
-        return {"documents": int(emb.shape[0]), "dim": int(emb.shape[1]), "dtype": dtype}
+        encoder = loaded if loaded is not None else _encoder(engine, model, max_seq_length, ray_address)
+        try:
+            emb = embed_corpus(corpus, encoder, outputs[0], dtype, batch_size, chunk_size=chunk_size, progress=progress)
+        finally:
+            if engine == "ray" and loaded is None:
+                encoder.close()
+        return {"documents": int(emb.shape[0]), "dim": int(emb.shape[1]), "dtype": dtype} | _ran_on(engine)
 
     return _run_stage(run, "embed", config, inputs, outputs, compute, force)
 
 
-def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None = 256, dtype: str = "float16", batch_size: int = 64, threads: int | None = None, progress=None, force: bool = False) -> list[StageResult]:
-    """Embed the corpus (cached) and search; returns the embed and dense stage results."""
+def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None = 256, dtype: str = "float16", batch_size: int = 64, threads: int | None = None, progress=None, force: bool = False,
+                chunk_size: int = EMBED_CHUNK, query_batch: int = QUERY_BATCH, engine: str = "local", ray_address: str | None = None, shard_size: int | None = None) -> list[StageResult]:
+    """Embed the corpus (cached) and search; returns the embed and dense stage results.
+
+    ``engine='ray'`` encodes and searches on the Ray cluster at ``ray_address`` (default ``RAY_ADDRESS``,
+    else a local one), faiss shards of ``shard_size`` rows (see negmine.engine_ray); same outputs.
+    """
     import numpy as np
 
-    from negmine.dense import dense_candidates, load_model
+    check_engine(engine)
+    if engine == "ray":
+        from negmine.engine_ray import dense_candidates
+    else:
+        from negmine.dense import dense_candidates
 
     holder = {}
 
     def model_once():
         if "model" not in holder:
-            holder["model"] = load_model(model, max_seq_length)
+            holder["model"] = _encoder(engine, model, max_seq_length, ray_address)
         return holder["model"]
 
     inputs_embed = _inputs(run, "corpus")
-    embed_config = {"model": _model_id(model), "max_seq_length": max_seq_length, "dtype": dtype, "batch_size": batch_size}
-    embed_loaded = None if (not force and run.is_fresh("embed", embed_config, inputs_embed)) else model_once()
-    embed = embed_stage(run, model, max_seq_length, dtype, batch_size, loaded=embed_loaded, progress=progress, force=force)
-    inputs = _inputs(run, "corpus", "queries", "qrels") + [run.file("embeddings/corpus.npy")]
-    outputs = _inputs(run, "candidates_dense", "positive_scores_dense")
-    config = {"model": _model_id(model), "k": k, "max_seq_length": max_seq_length, "batch_size": batch_size}
+    embed_config = _embed_config(model, max_seq_length, dtype, batch_size, chunk_size)
+    try:
+        embed_loaded = None if (not force and run.is_fresh("embed", embed_config, inputs_embed)) else model_once()
+        embed = embed_stage(run, model, max_seq_length, dtype, batch_size, loaded=embed_loaded, progress=progress, force=force, chunk_size=chunk_size, engine=engine, ray_address=ray_address)
+        inputs = _inputs(run, "corpus", "queries", "qrels") + [run.file("embeddings/corpus.npy")]
+        outputs = _inputs(run, "candidates_dense", "positive_scores_dense")
+        config = {"model": _model_id(model), "k": k, "max_seq_length": max_seq_length, "batch_size": batch_size} | _unless_default(query_batch=(query_batch, QUERY_BATCH))
 
-    def compute():
-        corpus = read_table(inputs[0], CORPUS, "corpus")
-        queries = read_table(inputs[1], QUERIES, "queries")
-        qrels = read_table(inputs[2], QRELS, "qrels")
-        emb = np.load(inputs[3], mmap_mode="r")
-        candidates, positives = dense_candidates(corpus, queries, qrels, emb, model_once(), k, batch_size, threads=threads)
-        write_table(candidates, outputs[0], CANDIDATES)
-        write_table(positives, outputs[1], POSITIVE_SCORES)
-        return _retrieval_stats(candidates, positives)
+        def compute():
+            corpus = read_table(inputs[0], CORPUS, "corpus")
+            queries = read_table(inputs[1], QUERIES, "queries")
+            qrels = read_table(inputs[2], QRELS, "qrels")
+            emb = np.load(inputs[3], mmap_mode="r")
+            sharding = {"shard_size": shard_size} if engine == "ray" else {}
+            candidates, positives = dense_candidates(corpus, queries, qrels, emb, model_once(), k, batch_size, query_batch, threads=threads, **sharding)
+            write_table(candidates, outputs[0], CANDIDATES)
+            write_table(positives, outputs[1], POSITIVE_SCORES)
+            return _retrieval_stats(candidates, positives) | _ran_on(engine)
 
-    return [embed, _run_stage(run, "dense", config, inputs, outputs, compute, force)]
+        return [embed, _run_stage(run, "dense", config, inputs, outputs, compute, force)]
+    finally:
+        if engine == "ray" and "model" in holder:
+            holder["model"].close()
 
 
 def hybrid_stage(run: Run, fusion: str = "rrf", k: int = 60, force: bool = False) -> StageResult:
@@ -214,11 +277,19 @@ def _teacher_id(spec: str) -> str:
     return f"{kind}:{_model_id(name)}"
 
 
-def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int | None = 512, batch_size: int = 32, progress=None, force: bool = False) -> StageResult:
-    """Teacher scores (negmine.rescore) of candidates_<source> and positive_scores_<source>."""
+RESCORE_CHUNK = 2048  # pairs (cross-encoder) or distinct texts (bi-encoder) per teacher call
+
+
+def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int | None = 512, batch_size: int = 32, progress=None, force: bool = False,
+                  chunk_size: int = RESCORE_CHUNK, engine: str = "local", ray_address: str | None = None) -> StageResult:
+    """Teacher scores (negmine.rescore) of candidates_<source> and positive_scores_<source>.
+
+    ``engine='ray'`` scores the parts on Ray actors (negmine.engine_ray.RayTeacher); same outputs.
+    """
     from negmine.errors import StageError
     from negmine.schemas import SCORED_CANDIDATES, SCORED_POSITIVES
 
+    check_engine(engine)
     if source not in SOURCES:
         raise StageError(f"unknown candidate source {source!r}; choose from {sorted(SOURCES)}")
     inputs = _inputs(run, f"candidates_{source}", f"positive_scores_{source}", "corpus", "queries")
@@ -227,6 +298,7 @@ def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int
             raise StageError(f"{path}: missing; run `negmine {source} --run {run.path}` first")
     outputs = _inputs(run, f"scored_candidates_{source}", f"scored_positives_{source}")
     config = {"teacher": _teacher_id(teacher), "source": source, "max_length": max_length}  # batch size does not change the output
+    config |= _unless_default(chunk_size=(chunk_size, RESCORE_CHUNK))
 
     def compute():
         import numpy as np
@@ -237,8 +309,17 @@ def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int
         positives = read_table(inputs[1], POSITIVE_SCORES, "positive_scores")
         corpus = read_table(inputs[2], CORPUS, "corpus")
         queries = read_table(inputs[3], QUERIES, "queries")
-        loaded = load_teacher(teacher, max_length)
-        scored, scored_pos = rescore(candidates, positives, corpus, queries, loaded, batch_size, progress=progress)
+        if engine == "ray":
+            from negmine.engine_ray import RayTeacher
+
+            loaded = RayTeacher(teacher, max_length, ray_address)
+        else:
+            loaded = load_teacher(teacher, max_length)
+        try:
+            scored, scored_pos = rescore(candidates, positives, corpus, queries, loaded, batch_size, chunk_size, progress=progress)
+        finally:
+            if engine == "ray":
+                loaded.close()
         write_table(scored, outputs[0], SCORED_CANDIDATES)
         write_table(scored_pos, outputs[1], SCORED_POSITIVES)
         probs = scored.column("ce_prob").to_numpy()
@@ -248,7 +329,7 @@ def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int
             "positives": scored_pos.num_rows,
             "candidate_prob_mean": round(float(probs.mean()), 4) if len(probs) else None,
             "positive_prob_mean": round(float(np.mean(scored_pos.column("ce_prob").to_numpy())), 4) if scored_pos.num_rows else None,
-        }
+        } | _ran_on(engine)
 
     return _run_stage(run, f"rescore.{source}", config, inputs, outputs, compute, force)
 
