@@ -135,6 +135,11 @@ def bm25(
     _with_run(run_dir, lambda run: bm25_stage(run, k, k1, b, threads, backend, force), as_json, "bm25")
 
 
+IndexOpt = typer.Option(
+    "flat", "--index", help="faiss index: flat (exact) | ivf | hnsw (approximate, for large corpora; the stage reports recall against flat)."
+)
+
+
 @app.command()
 def dense(
     run_dir: Path = RunOpt,
@@ -146,6 +151,9 @@ def dense(
     threads: Optional[int] = typer.Option(None, "--threads", help="faiss threads (default: all cores)."),
     engine: str = EngineOpt,
     ray_address: Optional[str] = RayAddressOpt,
+    index: str = IndexOpt,
+    nprobe: int = typer.Option(16, "--nprobe", help="ivf: cells searched per query (more: higher recall, slower)."),
+    ef_search: int = typer.Option(128, "--ef-search", help="hnsw: search breadth (more: higher recall, slower)."),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ):
@@ -153,7 +161,10 @@ def dense(
     from negmine.stages import dense_stage
 
     _with_run(
-        run_dir, lambda run: dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads, force=force, engine=engine, ray_address=ray_address), as_json, "dense"
+        run_dir,
+        lambda run: dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads, force=force, engine=engine, ray_address=ray_address, index=index, nprobe=nprobe, ef_search=ef_search),
+        as_json,
+        "dense",
     )
 
 
@@ -306,6 +317,7 @@ def mine(
     teacher_max_length: int = typer.Option(512, "--teacher-max-length", help="Tokens per (query, document) pair (per text for a bi-encoder teacher)."),
     engine: str = EngineOpt,
     ray_address: Optional[str] = RayAddressOpt,
+    index: str = IndexOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ):
@@ -323,7 +335,7 @@ def mine(
                 run, data, strategy, source, fmt, split, model, k, num_negatives, seed, threads,
                 max_seq_length, dtype, batch_size, bm25_backend, params, force,
                 on_stage=lambda name: status.update(f"[bold]{name}[/] …"), teacher=teacher, fusion=fusion, teacher_max_length=teacher_max_length,
-                engine=engine, ray_address=ray_address,
+                engine=engine, ray_address=ray_address, index=index,
             )
 
     _with_run(run_dir, body, as_json, f"mine --strategy {strategy}")

@@ -147,6 +147,59 @@ def _flat_index(embeddings: np.ndarray, chunk_size: int = 65536):
     return index
 
 
+INDEXES = ("flat", "ivf", "hnsw")
+RECALL_SAMPLE = 1000  # queries searched exactly as well, to report an approximate index's recall against flat
+
+
+def build_index(embeddings: np.ndarray, kind: str = "flat", nlist: int | None = None, nprobe: int = 16, hnsw_m: int = 32, ef_search: int = 128, seed: int = 0, chunk_size: int = 65536):
+    """A faiss inner-product index over ``embeddings``: ``flat`` (exact), ``ivf`` (IVF-Flat, ``nlist``
+    k-means cells, default 4·√n, trained on at most 256·nlist rows drawn with ``seed``; ``nprobe`` cells
+    searched) or ``hnsw`` (HNSW-Flat graph, ``hnsw_m`` links, efConstruction 200, ``ef_search``).
+
+    Deterministic: k-means gets ``seed``, and the HNSW graph is built on one thread (faiss inserts in
+    parallel otherwise, and the graph would depend on thread timing).
+    """
+    import faiss
+
+    if kind not in INDEXES:
+        raise StageError(f"unknown index {kind!r}; choose from {list(INDEXES)}")
+    if kind == "flat":
+        return _flat_index(embeddings, chunk_size)
+    n, dim = embeddings.shape
+    if kind == "ivf":
+        nlist = int(nlist or max(1, min(n, round(4 * n**0.5))))
+        if nlist > n:
+            raise StageError(f"--nlist {nlist} exceeds the corpus size {n}")
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        train_rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, 256 * nlist), replace=False))
+        index.train(np.ascontiguousarray(embeddings[train_rows], dtype=np.float32))
+        index.nprobe = min(nprobe, nlist)
+    else:
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 200
+        index.hnsw.efSearch = ef_search
+    threads = faiss.omp_get_max_threads()
+    if kind == "hnsw":
+        faiss.omp_set_num_threads(1)
+    try:
+        for start in range(0, n, chunk_size):
+            index.add(np.ascontiguousarray(embeddings[start : start + chunk_size], dtype=np.float32))
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return index
+
+
+def recall_against_flat(index, embeddings: np.ndarray, query_embeddings: np.ndarray, k: int) -> float:
+    """Share of the exact top-``k`` (flat search) that ``index`` also returns, over ``query_embeddings``."""
+    if len(query_embeddings) == 0 or k == 0:
+        return 1.0
+    exact = top_k(_flat_index(embeddings), query_embeddings, k)[1]
+    approx = top_k(index, query_embeddings, k)[1]
+    found = sum(len(set(a[a >= 0].tolist()) & set(e.tolist())) for a, e in zip(approx, exact))
+    return found / exact.size
+
+
 def top_k(index, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best rows of ``index`` per query, by score descending then row ascending.
 
@@ -205,10 +258,16 @@ def dense_candidates(
     query_batch: int = 4096,
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
+    index: str = "flat",
+    index_params: dict | None = None,
+    stats: dict | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Top-``k`` candidates per query by inner product, and s(q, d+) of every labelled positive.
 
-    Returns ``(candidates, positive_scores)`` with ``source = 'dense'``.
+    Returns ``(candidates, positive_scores)`` with ``source = 'dense'``. With an approximate ``index``
+    (``ivf``, ``hnsw``: see :func:`build_index`, ``index_params`` its keyword arguments) the first
+    ``RECALL_SAMPLE`` queries are searched exactly too and ``stats['recall_vs_flat']`` (when a dict
+    is passed) records the share of the exact top-``k`` the index found.
     """
     import faiss
 
@@ -216,14 +275,19 @@ def dense_candidates(
     if threads:
         faiss.omp_set_num_threads(threads)
     ids = corpus.column("doc_id").to_pylist()
-    index = _flat_index(corpus_embeddings)
+    searcher = build_index(corpus_embeddings, index, **(index_params or {}))
     hits, query_emb = [], []
     for texts in chunks(queries.column("text").to_pylist(), query_batch):
         emb = encode(model, texts, batch_size)
-        hits.extend(ranked_hits(*top_k(index, emb, k), ids))
+        hits.extend(ranked_hits(*top_k(searcher, emb, k), ids))
         query_emb.append(emb)
         if progress:
             progress(len(emb))
+    if index != "flat" and stats is not None and query_emb:
+        sample = np.concatenate(query_emb)[:RECALL_SAMPLE]
+        stats["index"] = index
+        stats[f"recall_vs_flat@{k}"] = round(recall_against_flat(searcher, corpus_embeddings, sample, k), 4)
+        stats["recall_sample_queries"] = len(sample)
     return dense_tables(corpus, queries, qrels, corpus_embeddings, query_emb, hits)
 
 

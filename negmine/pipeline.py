@@ -31,6 +31,7 @@ def mine(
     fusion: str = "rrf",
     teacher_max_length: int | None = 512,
     engine: str = "local",
+    index: str = "flat",
     ray_address: str | None = None,
 ) -> list[StageResult]:
     """ingest → {bm25 | dense | bm25 + dense + hybrid} → [rescore] → [cluster] → sample.
@@ -70,7 +71,7 @@ def mine(
         results.append(bm25_stage(run, k=k, threads=threads, backend=bm25_backend, force=force))
     if source in ("dense", "hybrid"):
         notify("dense")
-        results.extend(dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads=threads, force=force, engine=engine, ray_address=ray_address))
+        results.extend(dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads=threads, force=force, engine=engine, ray_address=ray_address, index=index))
     if source == "hybrid":
         from negmine.stages import hybrid_stage
 

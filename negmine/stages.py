@@ -189,8 +189,12 @@ def embed_stage(run: Run, model: str, max_seq_length: int | None = 256, dtype: s
 
 
 def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None = 256, dtype: str = "float16", batch_size: int = 64, threads: int | None = None, progress=None, force: bool = False,
-                chunk_size: int = EMBED_CHUNK, query_batch: int = QUERY_BATCH, engine: str = "local", ray_address: str | None = None, shard_size: int | None = None) -> list[StageResult]:
+                chunk_size: int = EMBED_CHUNK, query_batch: int = QUERY_BATCH, engine: str = "local", ray_address: str | None = None, shard_size: int | None = None,
+                index: str = "flat", nprobe: int = 16, ef_search: int = 128) -> list[StageResult]:
     """Embed the corpus (cached) and search; returns the embed and dense stage results.
+
+    ``index`` ``ivf`` or ``hnsw`` searches approximately (negmine.dense.build_index; ``nprobe`` and
+    ``ef_search`` trade recall for speed) and the stage reports its recall against exact search.
 
     ``engine='ray'`` encodes and searches on the Ray cluster at ``ray_address`` (default ``RAY_ADDRESS``,
     else a local one), faiss shards of ``shard_size`` rows (see negmine.engine_ray); same outputs.
@@ -198,6 +202,13 @@ def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None =
     import numpy as np
 
     check_engine(engine)
+    from negmine.dense import INDEXES
+    from negmine.errors import StageError
+
+    if index not in INDEXES:
+        raise StageError(f"unknown index {index!r}; choose from {list(INDEXES)}")
+    if engine == "ray" and index != "flat":
+        raise StageError(f"--index {index} runs on the local engine; the ray engine searches exact (flat) shards")
     if engine == "ray":
         from negmine.engine_ray import dense_candidates
     else:
@@ -217,18 +228,20 @@ def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None =
         embed = embed_stage(run, model, max_seq_length, dtype, batch_size, loaded=embed_loaded, progress=progress, force=force, chunk_size=chunk_size, engine=engine, ray_address=ray_address)
         inputs = _inputs(run, "corpus", "queries", "qrels") + [run.file("embeddings/corpus.npy")]
         outputs = _inputs(run, "candidates_dense", "positive_scores_dense")
-        config = {"model": _model_id(model), "k": k, "max_seq_length": max_seq_length, "batch_size": batch_size} | _unless_default(query_batch=(query_batch, QUERY_BATCH))
+        index_params = {"nprobe": nprobe} if index == "ivf" else {"ef_search": ef_search} if index == "hnsw" else {}
+        config = {"model": _model_id(model), "k": k, "max_seq_length": max_seq_length, "batch_size": batch_size} | _unless_default(query_batch=(query_batch, QUERY_BATCH), index=(index, "flat")) | index_params
 
         def compute():
             corpus = read_table(inputs[0], CORPUS, "corpus")
             queries = read_table(inputs[1], QUERIES, "queries")
             qrels = read_table(inputs[2], QRELS, "qrels")
             emb = np.load(inputs[3], mmap_mode="r")
-            sharding = {"shard_size": shard_size} if engine == "ray" else {}
-            candidates, positives = dense_candidates(corpus, queries, qrels, emb, model_once(), k, batch_size, query_batch, threads=threads, **sharding)
+            index_stats: dict = {}
+            extra = {"shard_size": shard_size} if engine == "ray" else {"index": index, "index_params": index_params, "stats": index_stats}
+            candidates, positives = dense_candidates(corpus, queries, qrels, emb, model_once(), k, batch_size, query_batch, threads=threads, **extra)
             write_table(candidates, outputs[0], CANDIDATES)
             write_table(positives, outputs[1], POSITIVE_SCORES)
-            return _retrieval_stats(candidates, positives) | _ran_on(engine)
+            return _retrieval_stats(candidates, positives) | _ran_on(engine) | index_stats
 
         return [embed, _run_stage(run, "dense", config, inputs, outputs, compute, force)]
     finally:

@@ -58,7 +58,11 @@ def _describe(stage: str, stats: dict) -> str:
             f"{stats.get('positives', 0):,} positives"
         )
     if stage in ("bm25", "dense"):
-        return f"{stats.get('candidates', 0):,} candidates for {stats.get('queries', 0):,} queries; positives retrieved {stats.get('recall', 0):.1%}"
+        text = f"{stats.get('candidates', 0):,} candidates for {stats.get('queries', 0):,} queries; positives retrieved {stats.get('recall', 0):.1%}"
+        approx = next((key for key in stats if key.startswith("recall_vs_flat@")), None)
+        if approx:
+            text += f"; {stats['index']} index found {stats[approx]:.1%} of the exact top-{approx.split('@')[1]} ({stats['recall_sample_queries']:,} queries)"
+        return text
     if stage == "embed":
         return f"{stats.get('documents', 0):,} documents x {stats.get('dim')} ({stats.get('dtype')})"
     if stage == "hybrid":
