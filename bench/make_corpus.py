@@ -1,6 +1,6 @@
 """Synthetic BEIR dataset of any size for scale benchmarks (issue 5).
 
-    python bench/make_corpus.py --docs 1000000 --queries 10000 --out /tmp/synth-1m [--seed 0]
+    python bench/make_corpus.py --docs 1000000 --queries 10000 --out /tmp/synth-1m [--seed 0] [--median-words 60]
 
 Documents draw their length (in words) from a log-normal fitted to a real corpus's lengths (the
 median and spread of SciFact's title + abstract by default, or ``--lengths-from`` any BEIR corpus)
@@ -48,11 +48,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lengths-from", default="../shared/data/scifact/corpus.jsonl")
     parser.add_argument("--max-words", type=int, default=512)
+    parser.add_argument("--median-words", type=float, default=None, help="move the fitted log-normal to this median (its spread kept)")
     args = parser.parse_args()
     if args.queries > args.docs:
         parser.error("--queries must not exceed --docs")
     started = time.perf_counter()
     vocab, probs, mu, sigma = fit(Path(args.lengths_from))
+    if args.median_words:
+        mu = float(np.log(args.median_words))
     vocab_arr = np.array(vocab, dtype=object)
     rng = np.random.default_rng(args.seed)
     out = Path(args.out)

