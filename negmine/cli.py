@@ -66,18 +66,9 @@ def _with_run(run_dir: Path, body: Callable, as_json: bool, title: str):
 
 
 def _parse_params(pairs: list[str]) -> dict:
-    from negmine.errors import BadInputError
+    from negmine.recipes import parse_overrides
 
-    params = {}
-    for item in pairs or []:
-        if "=" not in item:
-            raise BadInputError("--param", f"expected NAME=VALUE, got {item!r}")
-        name, value = item.split("=", 1)
-        try:
-            params[name.replace("-", "_")] = json.loads(value)
-        except ValueError:
-            params[name.replace("-", "_")] = value
-    return params
+    return parse_overrides(pairs, "--param")
 
 
 def _strategy_params(extra: dict, **given) -> dict:
@@ -88,6 +79,13 @@ def _strategy_params(extra: dict, **given) -> dict:
 # Dedicated options of the main strategy parameters (the defaults live in the strategy functions' signatures).
 MaxRelativeOpt = typer.Option(None, "--max-relative", help="positive-aware: keep negatives scoring below MAX_RELATIVE x s(q, d+) (default 0.95).")
 MarginOpt = typer.Option(None, "--margin", help="positive-aware: keep negatives scoring below s(q, d+) - MARGIN.")
+AOpt = typer.Option(None, "--a", help="SimANS: kernel sharpness a (default 0.5).")
+BOpt = typer.Option(None, "--b", help="SimANS: offset b; the kernel peaks at s = s+ + b (default 0).")
+KernelOpt = typer.Option(None, "--kernel", help="SimANS: gaussian | laplace")
+PositiveScoreOpt = typer.Option(None, "--positive-score", help="SimANS: pair | random | mean | max")
+RangeMinOpt = typer.Option(None, "--range-min", help="range: first rank (default 10).")
+RangeMaxOpt = typer.Option(None, "--range-max", help="range: last rank (default 50).")
+ParamOpt = typer.Option([], "--param", help="Any other strategy parameter, NAME=VALUE.")
 MaxScoreOpt = typer.Option(None, "--max-score", help="positive-aware: keep negatives scoring below MAX_SCORE.")
 HardRatioOpt = typer.Option(None, "--hard-ratio", help="star: share of hard (retrieved) negatives, the rest random from the corpus (default 0.5).")
 NStagesOpt = typer.Option(None, "--n-stages", help="curriculum: rank bands, easiest first (default 3).")
@@ -244,12 +242,12 @@ def sample(
     source: str = SourceOpt,
     num_negatives: int = typer.Option(7, "--num-negatives", "-n", help="Negatives per (query, positive)."),
     seed: int = typer.Option(42, "--seed", help="Random seed (same seed, same bytes)."),
-    a: Optional[float] = typer.Option(None, "--a", help="SimANS: kernel sharpness a (default 0.5)."),
-    b: Optional[float] = typer.Option(None, "--b", help="SimANS: offset b; the kernel peaks at s = s+ + b (default 0)."),
-    kernel: Optional[str] = typer.Option(None, "--kernel", help="SimANS: gaussian | laplace"),
-    positive_score: Optional[str] = typer.Option(None, "--positive-score", help="SimANS: pair | random | mean | max"),
-    range_min: Optional[int] = typer.Option(None, "--range-min", help="range: first rank (default 10)."),
-    range_max: Optional[int] = typer.Option(None, "--range-max", help="range: last rank (default 50)."),
+    a: Optional[float] = AOpt,
+    b: Optional[float] = BOpt,
+    kernel: Optional[str] = KernelOpt,
+    positive_score: Optional[str] = PositiveScoreOpt,
+    range_min: Optional[int] = RangeMinOpt,
+    range_max: Optional[int] = RangeMaxOpt,
     score: Optional[str] = ScoreOpt,
     max_relative: Optional[float] = MaxRelativeOpt,
     margin: Optional[float] = MarginOpt,
@@ -260,7 +258,7 @@ def sample(
     negative_below: Optional[float] = NegativeBelowOpt,
     positive_above: Optional[float] = PositiveAboveOpt,
     pseudo_positives: Optional[bool] = PseudoPositivesOpt,
-    param: List[str] = typer.Option([], "--param", help="Any other strategy parameter, NAME=VALUE."),
+    param: List[str] = ParamOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ):
@@ -296,12 +294,12 @@ def mine(
     dtype: str = typer.Option("float16", "--dtype", help="Stored corpus embeddings: float16 | float32"),
     batch_size: int = typer.Option(64, "--batch-size", help="Encoding batch size."),
     bm25_backend: str = typer.Option("pyserini", "--bm25-backend", help="pyserini | bm25s"),
-    a: Optional[float] = typer.Option(None, "--a", help="SimANS: kernel sharpness a (default 0.5)."),
-    b: Optional[float] = typer.Option(None, "--b", help="SimANS: offset b (default 0)."),
-    kernel: Optional[str] = typer.Option(None, "--kernel", help="SimANS: gaussian | laplace"),
-    positive_score: Optional[str] = typer.Option(None, "--positive-score", help="SimANS: pair | random | mean | max"),
-    range_min: Optional[int] = typer.Option(None, "--range-min", help="range: first rank (default 10)."),
-    range_max: Optional[int] = typer.Option(None, "--range-max", help="range: last rank (default 50)."),
+    a: Optional[float] = AOpt,
+    b: Optional[float] = BOpt,
+    kernel: Optional[str] = KernelOpt,
+    positive_score: Optional[str] = PositiveScoreOpt,
+    range_min: Optional[int] = RangeMinOpt,
+    range_max: Optional[int] = RangeMaxOpt,
     score: Optional[str] = ScoreOpt,
     max_relative: Optional[float] = MaxRelativeOpt,
     margin: Optional[float] = MarginOpt,
@@ -312,7 +310,7 @@ def mine(
     negative_below: Optional[float] = NegativeBelowOpt,
     positive_above: Optional[float] = PositiveAboveOpt,
     pseudo_positives: Optional[bool] = PseudoPositivesOpt,
-    param: List[str] = typer.Option([], "--param", help="Any other strategy parameter, NAME=VALUE."),
+    param: List[str] = ParamOpt,
     teacher: Optional[str] = TeacherOpt,
     teacher_max_length: int = typer.Option(512, "--teacher-max-length", help="Tokens per (query, document) pair (per text for a bi-encoder teacher)."),
     engine: str = EngineOpt,

@@ -206,12 +206,12 @@ def parse_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
     return Recipe(path, doc.get("description", ""), stages, rounds, trained)
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    """``NAME=VALUE`` strings → dict; VALUE is JSON where it parses (numbers, true, null), a string otherwise."""
+def parse_overrides(pairs: list[str], option: str = "--set") -> dict:
+    """``NAME=VALUE`` strings (of ``option``) → dict; VALUE is JSON where it parses (numbers, true, null), a string otherwise."""
     overrides = {}
     for item in pairs or []:
         if "=" not in item:
-            raise BadInputError("--set", f"expected NAME=VALUE, got {item!r}")
+            raise BadInputError(option, f"expected NAME=VALUE, got {item!r}")
         name, value = item.split("=", 1)
         try:
             overrides[name.replace("-", "_")] = json.loads(value)
