@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -36,7 +37,7 @@ ARMS = {
     "simans": ("dense", dict(method="mnrl", strategy="simans")),
     "star": ("dense", dict(method="star", strategy="star", random_negatives=1)),
     "tas-balanced": ("dense", dict(method="mnrl", strategy="tas-balanced", batching="tas-balanced")),
-    "denoise": ("dense", dict(method="mnrl", strategy="denoise")),
+    "denoise": ("denoise", dict(method="mnrl", strategy="denoise")),
 }
 # No cross-encoder is available offline here, so denoise's teacher is the starting bi-encoder itself
 # (cosine scores): RocketQA's 0.1 / 0.9 thresholds are for a calibrated cross-encoder, these are the
@@ -52,6 +53,16 @@ def mine(data: str, root: Path, model: str, msl: int) -> dict[str, Run]:
         cluster_stage(run, model, max_seq_length=msl)
         for strategy in ("topk", "simans", "star", "tas-balanced"):
             sample_stage(run, strategy, "dense", num_negatives=7, seed=42)
+    # Teacher scores, once present in a run, become an input of every sample stage there (they fill
+    # ce_score), so the rescored copy lives in its own run directory: the other arms' tables stay as mined.
+    teacher_dir = root / "denoise"
+    if not teacher_dir.exists():
+        tmp = root / "denoise.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(root / "dense", tmp, ignore=shutil.ignore_patterns("models", ".negmine.lock"))
+        tmp.rename(teacher_dir)
+    runs["denoise"] = Run.open(teacher_dir)
+    with runs["denoise"].lock() as run:
         rescore_stage(run, f"bi-encoder:{model}", "dense", max_length=msl)
         sample_stage(run, "denoise", "dense", num_negatives=7, seed=42, params=DENOISE_PARAMS)
     with runs["bm25"].lock() as run:
