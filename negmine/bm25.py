@@ -11,6 +11,7 @@ deterministic. ``bm25s`` (Lù, 2024) is a pure-Python alternative, about five ti
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -44,9 +45,11 @@ def build_lucene_index(corpus: pa.Table, index_dir: Path, threads: int = 1) -> P
     return index_dir
 
 
-def _pyserini(corpus, queries, qrels, index_dir, k, k1, b, threads):
+def _pyserini(corpus, queries, qrels, index_dir, k, k1, b, threads, timings):
+    started = time.perf_counter()
     if not (Path(index_dir) / "segments_1").exists() and not any(Path(index_dir).glob("segments_*")):
         build_lucene_index(corpus, Path(index_dir), threads)
+    timings["index_s"] = round(time.perf_counter() - started, 3)
     from negmine._java import ensure_jvm
 
     ensure_jvm()
@@ -60,9 +63,11 @@ def _pyserini(corpus, queries, qrels, index_dir, k, k1, b, threads):
     texts = queries.column("text").to_pylist()
     hits = []
     batch = 1000
+    started = time.perf_counter()
     for start in range(0, len(qids), batch):
         found = searcher.batch_search(texts[start : start + batch], qids[start : start + batch], k=k, threads=threads)
         hits.extend([(h.docid, h.score) for h in found[q]] for q in qids[start : start + batch])
+    _searched(timings, started, len(qids))
     candidates = candidates_table(qids, hits, "bm25")
     reader = LuceneIndexReader(str(index_dir))
     similarity = autoclass("org.apache.lucene.search.similarities.BM25Similarity")(float(k1), float(b))
@@ -75,18 +80,22 @@ def _pyserini(corpus, queries, qrels, index_dir, k, k1, b, threads):
     return candidates, positive_scores_table(candidates, qrels, qids, "bm25", score_missing)
 
 
-def _bm25s(corpus, queries, qrels, k, k1, b, threads):
+def _bm25s(corpus, queries, qrels, k, k1, b, threads, timings):
     import bm25s
     import numpy as np
 
+    started = time.perf_counter()
     ids = corpus.column("doc_id").to_pylist()
     retriever = bm25s.BM25(k1=k1, b=b)
     retriever.index(bm25s.tokenize(doc_texts(corpus), stopwords="en", show_progress=False), show_progress=False)
+    timings["index_s"] = round(time.perf_counter() - started, 3)
     qids = queries.column("query_id").to_pylist()
     texts = queries.column("text").to_pylist()
+    started = time.perf_counter()
     tokens = bm25s.tokenize(texts, stopwords="en", show_progress=False)
     k_eff = min(k, len(ids))
     docs, scores = retriever.retrieve(tokens, k=k_eff, n_threads=threads, show_progress=False)
+    _searched(timings, started, len(qids))
     hits = []
     for row_docs, row_scores in zip(docs, scores):
         pairs = [(ids[int(i)], float(s)) for i, s in zip(row_docs, row_scores) if s > 0]
@@ -115,12 +124,16 @@ def bm25_candidates(
     b: float = 0.4,
     threads: int = 1,
     backend: str = "pyserini",
+    timings: dict | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Top-``k`` BM25 candidates per query, and the BM25 score of every labelled positive.
 
     Returns ``(candidates, positive_scores)``. The pyserini backend needs ``index_dir`` (reused
     when it already holds an index of this corpus; the caller decides when to rebuild it).
+    ``timings``, when given, receives ``index_s`` (0 when an index was reused), ``search_s`` and
+    ``queries_per_s`` of the top-k search.
     """
+    timings = {} if timings is None else timings
     if backend not in BACKENDS:
         raise StageError(f"unknown BM25 backend {backend!r}; choose from {sorted(BACKENDS)}")
     if k < 1:
@@ -128,5 +141,10 @@ def bm25_candidates(
     if backend == "pyserini":
         if index_dir is None:
             raise StageError("the pyserini backend needs an index directory")
-        return _pyserini(corpus, queries, qrels, Path(index_dir), k, k1, b, threads)
-    return _bm25s(corpus, queries, qrels, k, k1, b, threads)
+        return _pyserini(corpus, queries, qrels, Path(index_dir), k, k1, b, threads, timings)
+    return _bm25s(corpus, queries, qrels, k, k1, b, threads, timings)
+
+
+def _searched(timings: dict, started: float, queries: int) -> None:
+    timings["search_s"] = round(time.perf_counter() - started, 3)
+    timings["queries_per_s"] = round(queries / max(timings["search_s"], 1e-9), 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -118,13 +119,14 @@ def bm25_stage(run: Run, k: int = 100, k1: float = 0.9, b: float = 0.4, threads:
             corpus_hash = run.manifest["stages"].get("ingest", {}).get("outputs", {}).get("corpus.parquet")
             if not stamp.exists() or stamp.read_text() != str(corpus_hash):
                 shutil.rmtree(index_dir, ignore_errors=True)
+        timings: dict = {}
         with stdout_to_stderr():
-            candidates, positives = bm25_candidates(corpus, queries, qrels, index_dir, k, k1, b, threads, backend)
+            candidates, positives = bm25_candidates(corpus, queries, qrels, index_dir, k, k1, b, threads, backend, timings)
         if backend == "pyserini":
             stamp.write_text(str(corpus_hash))
         write_table(candidates, outputs[0], CANDIDATES)
         write_table(positives, outputs[1], POSITIVE_SCORES)
-        return _retrieval_stats(candidates, positives)
+        return {**_retrieval_stats(candidates, positives), **timings, "threads": threads}
 
     return _run_stage(run, "bm25", config, inputs, outputs, compute, force)
 
@@ -178,12 +180,15 @@ def embed_stage(run: Run, model: str, max_seq_length: int | None = 256, dtype: s
     def compute():
         corpus = read_table(inputs[0], CORPUS, "corpus")
         encoder = loaded if loaded is not None else _encoder(engine, model, max_seq_length, ray_address)
+        started = time.perf_counter()  # the encode alone: model loading is not part of docs/s
         try:
             emb = embed_corpus(corpus, encoder, outputs[0], dtype, batch_size, chunk_size=chunk_size, progress=progress)
         finally:
             if engine == "ray" and loaded is None:
                 encoder.close()
-        return {"documents": int(emb.shape[0]), "dim": int(emb.shape[1]), "dtype": dtype} | _ran_on(engine)
+        encode_s = time.perf_counter() - started
+        return {"documents": int(emb.shape[0]), "dim": int(emb.shape[1]), "dtype": dtype, "encode_s": round(encode_s, 3),
+                "docs_per_s": round(emb.shape[0] / max(encode_s, 1e-9), 1)} | _ran_on(engine)
 
     return _run_stage(run, "embed", config, inputs, outputs, compute, force)
 

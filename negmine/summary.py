@@ -62,9 +62,14 @@ def _describe(stage: str, stats: dict) -> str:
         approx = next((key for key in stats if key.startswith("recall_vs_flat@")), None)
         if approx:
             text += f"; {stats['index']} index found {stats[approx]:.1%} of the exact top-{approx.split('@')[1]} ({stats['recall_sample_queries']:,} queries)"
+        if "queries_per_s" in stats:
+            text += f"; search {stats['queries_per_s']:,.0f} queries/s on {stats.get('threads', 1)} thread(s)"
         return text
     if stage == "embed":
-        return f"{stats.get('documents', 0):,} documents x {stats.get('dim')} ({stats.get('dtype')})"
+        text = f"{stats.get('documents', 0):,} documents x {stats.get('dim')} ({stats.get('dtype')})"
+        if "docs_per_s" in stats:
+            text += f", {stats['docs_per_s']:,.1f} docs/s encoded"
+        return text
     if stage == "hybrid":
         by_source = ", ".join(f"{source} {n:,}" for source, n in stats.get("candidates_by_source", {}).items())
         return (

@@ -12,3 +12,24 @@ def test_hybrid_rescore_cluster_and_estimate_fn_lines():
     assert _describe("cluster", cluster) == "60 queries in 8 clusters (size 1-15, median 7; 2 singletons)"
     fn = {"teacher": True, "strategies": {"topk": {"negatives": 70, "teacher": {"rate": 0.125}}, "random": {"negatives": 70, "labels": {"rate": 0.0}}, "x": {"negatives": 0}}}
     assert _describe("estimate-fn", fn) == "estimated false-negative rate: random 0.0% (labels), topk 12.5% (teacher), x –"
+
+
+def test_retrieval_and_embedding_lines_report_throughput():
+    bm25 = {"candidates": 5756, "queries": 60, "recall": 0.9857, "index_s": 4.3, "search_s": 0.9, "queries_per_s": 66.8, "threads": 2}
+    assert _describe("bm25", bm25) == "5,756 candidates for 60 queries; positives retrieved 98.6%; search 67 queries/s on 2 thread(s)"
+    embed = {"documents": 5183, "dim": 384, "dtype": "float16", "encode_s": 250.0, "docs_per_s": 20.7}
+    assert _describe("embed", embed) == "5,183 documents x 384 (float16), 20.7 docs/s encoded"
+
+
+def test_bm25_stage_times_its_index_and_search(tmp_path):
+    from negmine.run import Run
+    from negmine.stages import bm25_stage, ingest_stage
+
+    run = Run.open(tmp_path / "run")
+    with run.lock():
+        ingest_stage(run, "sample_data")
+        stats = bm25_stage(run, k=20, backend="bm25s").entry["stats"]
+    assert stats["queries"] == 60 and stats["threads"] == 1
+    assert stats["index_s"] > 0 and stats["search_s"] > 0
+    # search_s is rounded to the millisecond and queries_per_s to 0.1: their product is 60 up to that rounding
+    assert abs(stats["queries_per_s"] * stats["search_s"] - 60) <= stats["queries_per_s"] * 0.0005 + 0.05 * stats["search_s"]
