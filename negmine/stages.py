@@ -123,7 +123,10 @@ def bm25_stage(run: Run, k: int = 100, k1: float = 0.9, b: float = 0.4, threads:
         with stdout_to_stderr():
             candidates, positives = bm25_candidates(corpus, queries, qrels, index_dir, k, k1, b, threads, backend, timings)
         if backend == "pyserini":
-            stamp.write_text(str(corpus_hash))
+            from negmine.io import atomic_path
+
+            with atomic_path(stamp) as tmp:  # a crash leaves the old stamp or the new one, never half of one
+                tmp.write_text(str(corpus_hash))
         write_table(candidates, outputs[0], CANDIDATES)
         write_table(positives, outputs[1], POSITIVE_SCORES)
         return {**_retrieval_stats(candidates, positives), **timings, "threads": threads}
