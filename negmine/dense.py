@@ -63,20 +63,77 @@ def load_model(name_or_path: str, max_seq_length: int | None = None, device: str
     return model
 
 
+# On CPU a batch of 64 × 256 tokens is slower than four of 16 × 256 and holds four times the
+# activations (attention alone: batch × heads × length² floats): corpus batches are capped at this
+# many padded tokens there (bench/encode_efficiency.py and the README's performance section).
+CPU_BATCH_TOKENS = 4096
+
+
 def encode(model, texts: list[str], batch_size: int = 64, prompt_name: str | None = None) -> np.ndarray:
-    """Normalised float32 embeddings. sentence-transformers sorts texts by length to cut padding."""
+    """Normalised float32 embeddings, ``batch_size`` texts per forward pass at most.
+
+    Texts are sorted by token length (longest first) so a batch holds texts of similar length and
+    little padding; on CPU a batch also holds at most :data:`CPU_BATCH_TOKENS` padded tokens.
+    """
     import torch
 
+    budget = CPU_BATCH_TOKENS if _on_cpu(model) else None
     with torch.inference_mode():
-        emb = model.encode(
-            texts,
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-            prompt_name=prompt_name,
-        )
+        if budget is None or len(texts) <= 1:
+            return _st_encode(model, texts, batch_size, prompt_name)
+        out = None
+        for batch in token_batches(token_lengths(model, texts, prompt_name), batch_size, budget):
+            part = _st_encode(model, [texts[i] for i in batch], len(batch), prompt_name)
+            if out is None:
+                out = np.empty((len(texts), part.shape[1]), dtype=np.float32)
+            out[batch] = part
+    return out
+
+
+def _st_encode(model, texts: list[str], batch_size: int, prompt_name: str | None) -> np.ndarray:
+    emb = model.encode(
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+        prompt_name=prompt_name,
+    )
     return np.ascontiguousarray(emb, dtype=np.float32)
+
+
+def _on_cpu(model) -> bool:
+    device = getattr(model, "device", None)
+    return getattr(device, "type", "cpu") == "cpu"
+
+
+def token_lengths(model, texts: list[str], prompt_name: str | None = None) -> list[int]:
+    """Each text's length in tokens as the model will see it (prompt and special tokens included, truncated)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:  # a model without a tokenizer we can call: ~4 characters per token
+        return [len(t) // 4 + 2 for t in texts]
+    prompt = (getattr(model, "prompts", None) or {}).get(prompt_name, "") if prompt_name else ""
+    limit = getattr(model, "max_seq_length", None)
+    encoded = tokenizer([prompt + t for t in texts], truncation=limit is not None, max_length=limit, add_special_tokens=True)
+    return [len(ids) for ids in encoded["input_ids"]]
+
+
+def token_batches(lengths: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """Positions grouped into batches, longest texts first (ties by position): each batch holds at most
+    ``batch_size`` texts and at most ``max_tokens`` padded tokens (count × its longest), never fewer than one text."""
+    if batch_size < 1 or max_tokens < 1:
+        raise StageError(f"batch size and token budget must be at least 1, got {batch_size} and {max_tokens}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) == batch_size or (len(current) + 1) * lengths[current[0]] > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
 
 
 def embedding_dim(model) -> int:

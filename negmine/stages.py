@@ -153,7 +153,9 @@ def _model_id(model: str) -> str:
 
 
 def _embed_config(model: str, max_seq_length, dtype: str, batch_size: int, chunk_size: int) -> dict:
-    config = {"model": _model_id(model), "max_seq_length": max_seq_length, "dtype": dtype, "batch_size": batch_size}
+    from negmine.dense import CPU_BATCH_TOKENS
+
+    config = {"model": _model_id(model), "max_seq_length": max_seq_length, "dtype": dtype, "batch_size": batch_size, "cpu_batch_tokens": CPU_BATCH_TOKENS}
     return config | _unless_default(chunk_size=(chunk_size, EMBED_CHUNK))  # chunks decide which texts share a padded batch
 
 
@@ -237,7 +239,7 @@ def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None =
         inputs = _inputs(run, "corpus", "queries", "qrels") + [run.file("embeddings/corpus.npy")]
         outputs = _inputs(run, "candidates_dense", "positive_scores_dense")
         index_params = {"nprobe": nprobe} if index == "ivf" else {"ef_search": ef_search} if index == "hnsw" else {}
-        config = {"model": _model_id(model), "k": k, "max_seq_length": max_seq_length, "batch_size": batch_size} | _unless_default(query_batch=(query_batch, QUERY_BATCH), index=(index, "flat")) | index_params
+        config = {"model": _model_id(model), "k": k, "max_seq_length": max_seq_length, "batch_size": batch_size, "cpu_batch_tokens": embed_config["cpu_batch_tokens"]} | _unless_default(query_batch=(query_batch, QUERY_BATCH), index=(index, "flat")) | index_params
 
         def compute():
             corpus = read_table(inputs[0], CORPUS, "corpus")

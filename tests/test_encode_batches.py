@@ -1,0 +1,44 @@
+"""Token-budgeted encoding batches (negmine.dense.token_batches / encode)."""
+
+import numpy as np
+import pytest
+
+from negmine.dense import CPU_BATCH_TOKENS, encode, load_model, token_batches, token_lengths
+from negmine.errors import StageError
+
+
+def test_batches_respect_the_count_and_the_token_budget():
+    lengths = [10, 256, 40, 256, 12, 100, 100, 5]
+    batches = token_batches(lengths, batch_size=3, max_tokens=300)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 3
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 300
+    # longest first, ties by position; a text over the budget still gets a batch of its own
+    assert batches[:2] == [[1], [3]]
+    assert token_batches([500], 8, 100) == [[0]]
+    assert batches == token_batches(lengths, 3, 300)  # deterministic
+
+
+def test_batch_size_alone_binds_for_short_texts():
+    assert [len(b) for b in token_batches([8] * 10, batch_size=4, max_tokens=4096)] == [4, 4, 2]
+    with pytest.raises(StageError):
+        token_batches([1, 2], 0, 10)
+
+
+def test_budgeted_encoding_matches_one_batch_per_text(model_path, monkeypatch):
+    model = load_model(model_path, 128)
+    texts = ["short query", "a much longer passage about " + "protein folding and " * 50, "", "mid-length text on gene expression in mice"] * 3
+    lengths = token_lengths(model, texts)
+    assert max(lengths) == 128 and lengths[0] < 10
+    ours = encode(model, texts, batch_size=4)
+    singles = np.stack([encode(model, [t], batch_size=1)[0] for t in texts])
+    assert ours.shape == (len(texts), 384) and ours.dtype == np.float32
+    # padding changes the floats only in their last bits
+    np.testing.assert_allclose((ours * singles).sum(1), 1.0, atol=1e-5)
+    assert CPU_BATCH_TOKENS >= 128
+    import negmine.dense
+
+    monkeypatch.setattr(negmine.dense, "CPU_BATCH_TOKENS", 200)  # the 128-token texts now go one per batch
+    assert [len(b) for b in token_batches(lengths, 4, 200)][:3] == [1, 1, 1]
+    np.testing.assert_allclose((encode(model, texts, batch_size=4) * singles).sum(1), 1.0, atol=1e-5)
