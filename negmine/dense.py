@@ -114,8 +114,15 @@ def token_lengths(model, texts: list[str], prompt_name: str | None = None) -> li
         return [len(t) // 4 + 2 for t in texts]
     prompt = (getattr(model, "prompts", None) or {}).get(prompt_name, "") if prompt_name else ""
     limit = getattr(model, "max_seq_length", None)
-    encoded = tokenizer([prompt + t for t in texts], truncation=limit is not None, max_length=limit, add_special_tokens=True)
-    return [len(ids) for ids in encoded["input_ids"]]
+    lengths: list[int] = []
+    # slices keep the token-id lists (Python ints) that the tokenizer returns small and short-lived
+    for start in range(0, len(texts), 512):
+        encoded = tokenizer(
+            [prompt + t for t in texts[start : start + 512]], truncation=limit is not None, max_length=limit,
+            add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False,
+        )
+        lengths.extend(len(ids) for ids in encoded["input_ids"])
+    return lengths
 
 
 def token_batches(lengths: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:
