@@ -66,7 +66,7 @@ def load_model(name_or_path: str, max_seq_length: int | None = None, device: str
 # On CPU a batch of 64 × 256 tokens is slower than four of 16 × 256 and holds four times the
 # activations (attention alone: batch × heads × length² floats): corpus batches are capped at this
 # many padded tokens there (bench/encode_efficiency.py and the README's performance section).
-# 2,048 (8 × 256) encodes as fast as 4,096 and peaks lower (1,500 SciFact documents: 781 vs 871 MB).
+# 2,048 (8 × 256) encodes as fast as 4,096 and peaks lower (bench/encode_memory.py: 764 vs 876 MB with malloc_trim).
 CPU_BATCH_TOKENS = 2048
 
 
