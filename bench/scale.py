@@ -69,7 +69,8 @@ def main() -> None:
                 "--model", model, "--max-seq-length", str(args.max_seq_length), "--threads", "2", "--index", args.index, "--json"]
         wall, rss = run_measured(argv, work / f"mine-{args.source}-{args.strategy}-{size}.log")
         stages = json.loads((run / "manifest.json").read_text())["stages"]
-        rate = size / stages["embed"]["wall_s"] if "embed" in stages else None
+        # the encoder's own rate (an embed resumed from kept chunks counts only what it encoded)
+        rate = stages["embed"].get("stats", {}).get("docs_per_s") if "embed" in stages else None
         rows.append((size, wall, rss, {name: (entry["wall_s"], entry.get("peak_rss_mb", 0)) for name, entry in stages.items()}, rate))
         print(f"{size:,} documents: {wall:.0f} s, peak RSS {rss:.0f} MB" + (f", {rate:.0f} docs/s encoded" if rate else ""), flush=True)
     names = sorted({name for row in rows for name in row[3]}, key=lambda n: ((["ingest", "embed", "bm25", "dense"] + [n]).index(n), n))

@@ -7,7 +7,10 @@ manifest says config and inputs are unchanged and the outputs are intact (DESIGN
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -170,6 +173,19 @@ def _encoder(engine: str, model: str, max_seq_length, ray_address: str | None = 
     return load_model(model, max_seq_length)
 
 
+def _embed_parts_dir(output: Path, config: dict, inputs: list[Path]) -> Path:
+    """Where an unfinished encode keeps its chunks: named after the config and the corpus's hash, so a
+    changed model, setting or corpus starts afresh; parts of other keys are removed."""
+    from negmine.run import hash_paths
+
+    key = hashlib.sha256(json.dumps([config, sorted(hash_paths(inputs).values())], sort_keys=True).encode()).hexdigest()[:16]
+    parts = output.parent / f".{output.stem}.parts-{key}"
+    for stale in output.parent.glob(f".{output.stem}.parts-*"):
+        if stale != parts:
+            shutil.rmtree(stale, ignore_errors=True)
+    return parts
+
+
 def embed_stage(run: Run, model: str, max_seq_length: int | None = 256, dtype: str = "float16", batch_size: int = 64, loaded=None, progress=None, force: bool = False,
                 chunk_size: int = EMBED_CHUNK, engine: str = "local", ray_address: str | None = None) -> StageResult:
     check_engine(engine)
@@ -185,15 +201,20 @@ def embed_stage(run: Run, model: str, max_seq_length: int | None = 256, dtype: s
     def compute():
         corpus = read_table(inputs[0], CORPUS, "corpus")
         encoder = loaded if loaded is not None else _encoder(engine, model, max_seq_length, ray_address)
+        resumable, resumed = {}, {}
+        if engine == "local":  # encoded chunks are kept until the stage ends: an interrupted encode resumes
+            resumable = {"parts_dir": _embed_parts_dir(outputs[0], config, inputs), "resumed": resumed}
         started = time.perf_counter()  # the encode alone: model loading is not part of docs/s
         try:
-            emb = embed_corpus(corpus, encoder, outputs[0], dtype, batch_size, chunk_size=chunk_size, progress=progress)
+            emb = embed_corpus(corpus, encoder, outputs[0], dtype, batch_size, chunk_size=chunk_size, progress=progress, **resumable)
         finally:
             if engine == "ray" and loaded is None:
                 encoder.close()
         encode_s = time.perf_counter() - started
+        encoded = int(emb.shape[0]) - resumed.get("documents", 0)
         return {"documents": int(emb.shape[0]), "dim": int(emb.shape[1]), "dtype": dtype, "encode_s": round(encode_s, 3),
-                "docs_per_s": round(emb.shape[0] / max(encode_s, 1e-9), 1)} | _ran_on(engine)
+                "docs_per_s": round(encoded / max(encode_s, 1e-9), 1)} | (
+                    {"documents_resumed": resumed["documents"]} if resumed.get("documents") else {}) | _ran_on(engine)
 
     return _run_stage(run, "embed", config, inputs, outputs, compute, force)
 

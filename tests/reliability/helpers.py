@@ -104,8 +104,9 @@ def wait_for_pause(proc: subprocess.Popen, timeout: float = 90) -> str:
 
 
 def final_tables(run: Path) -> dict[str, str]:
-    """Hashes of a run's tables and embeddings (everything but the manifest's timings and the lock)."""
-    return {k: v for k, v in tree_hashes(run).items() if k.endswith((".parquet", ".npy"))}
+    """Hashes of a run's tables and embeddings (everything but the manifest's timings and the lock;
+    not the encoded chunks an unfinished embed keeps in a hidden ``.corpus.parts-*`` folder to resume)."""
+    return {k: v for k, v in tree_hashes(run).items() if k.endswith((".parquet", ".npy")) and ".corpus.parts-" not in k}
 
 
 def temporaries(run: Path) -> list[str]:

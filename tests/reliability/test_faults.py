@@ -87,6 +87,7 @@ def test_killed_in_embed_and_dense_then_rerun_gives_identical_embeddings_and_tab
     kill_at(dense, run, "corpus.npy")  # the corpus is encoded into the temporary memmap, not yet renamed
     assert not (run / "embeddings" / "corpus.npy").exists()
     assert temporaries(run)
+    assert list((run / "embeddings").glob(".corpus.parts-*/000000.npy"))  # the encoded chunk, kept to resume
     assert_no_half_tables(run, reference)
     rerun = run_negmine(*dense, "--out", run, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
