@@ -69,6 +69,8 @@ def _describe(stage: str, stats: dict) -> str:
         text = f"{stats.get('documents', 0):,} documents x {stats.get('dim')} ({stats.get('dtype')})"
         if "docs_per_s" in stats:
             text += f", {stats['docs_per_s']:,.1f} docs/s encoded"
+        if stats.get("documents_resumed"):
+            text += f" ({stats['documents_resumed']:,} resumed from an interrupted run)"
         return text
     if stage == "hybrid":
         by_source = ", ".join(f"{source} {n:,}" for source, n in stats.get("candidates_by_source", {}).items())

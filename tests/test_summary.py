@@ -19,6 +19,8 @@ def test_retrieval_and_embedding_lines_report_throughput():
     assert _describe("bm25", bm25) == "5,756 candidates for 60 queries; positives retrieved 98.6%; search 67 queries/s on 2 thread(s)"
     embed = {"documents": 5183, "dim": 384, "dtype": "float16", "encode_s": 250.0, "docs_per_s": 20.7}
     assert _describe("embed", embed) == "5,183 documents x 384 (float16), 20.7 docs/s encoded"
+    resumed = embed | {"documents_resumed": 3072}
+    assert _describe("embed", resumed) == "5,183 documents x 384 (float16), 20.7 docs/s encoded (3,072 resumed from an interrupted run)"
 
 
 def test_bm25_stage_times_its_index_and_search(tmp_path):
