@@ -17,6 +17,7 @@ both engines: a transformer's floats depend on which texts share a padded batch,
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -190,34 +191,32 @@ def embed_corpus(
     until the whole file is written, and chunks already there are read instead of encoded: an
     interrupted encode resumes where it stopped, with the same bytes as an uninterrupted one (a chunk's
     embeddings depend only on its own texts). The caller names ``parts_dir`` after everything that
-    decides the embeddings (model, settings, corpus). ``resumed`` (a dict) receives how many chunks
-    and documents came from there.
+    decides the embeddings (model, settings, corpus). ``resumed`` (a dict) receives how many
+    documents came from there (``resumed["documents"]``).
     """
     texts = chunks(doc_texts(corpus), chunk_size)
     if parts_dir is None:
         parts = (encode(model, chunk, batch_size) for chunk in texts)
     else:
-        parts = _resumable_parts(model, texts, batch_size, Path(parts_dir), DTYPES.get(dtype, np.float32), resumed if resumed is not None else {})
+        parts = _resumable_parts(model, texts, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {})
     emb = write_embeddings(path, parts, corpus.num_rows, embedding_dim(model), dtype, progress)
     if parts_dir is not None:
-        import shutil
-
         shutil.rmtree(parts_dir, ignore_errors=True)
     return emb
 
 
-def _resumable_parts(model, texts: list[list[str]], batch_size: int, parts_dir: Path, dtype, resumed: dict):
-    resumed.update(chunks=0, documents=0)
+def _resumable_parts(model, texts: list[list[str]], batch_size: int, parts_dir: Path, dtype: str, resumed: dict):
+    # runs only once write_embeddings has checked dtype (the generator starts when it is first read)
+    resumed["documents"] = 0
     for i, chunk in enumerate(texts):
         part = parts_dir / f"{i:06d}.npy"
         if part.exists():
             block = np.load(part)
             if block.shape[0] == len(chunk):
-                resumed["chunks"] += 1
                 resumed["documents"] += len(chunk)
                 yield block
                 continue
-        block = encode(model, chunk, batch_size).astype(dtype)
+        block = encode(model, chunk, batch_size).astype(DTYPES[dtype])
         with atomic_path(part) as tmp, open(tmp, "wb") as fh:
             np.save(fh, block)
         yield block
