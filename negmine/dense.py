@@ -30,6 +30,25 @@ from negmine.io import atomic_path
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
+# The encoder's weights and activations while encoding (``--precision``); embeddings are normalised
+# in float32 whatever the precision. bfloat16 runs about 1.9x faster on CPUs with AVX512-BF16 or AMX
+# with embeddings within cosine 0.9999 of float32's (README, performance); float16 is for GPUs.
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+
+def check_precision(precision: str, device: str | None = None) -> str:
+    if precision not in PRECISIONS:
+        raise StageError(f"unknown precision {precision!r}; choose from {list(PRECISIONS)}")
+    if precision == "float16" and (device or _default_device()) == "cpu":
+        raise StageError("precision float16 needs a GPU (CPU kernels for it are slow or missing); on CPU use bfloat16")
+    return precision
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
 
 def check_model(name_or_path: str) -> Path | None:
     """The local path of a model, None for a hub name; a path-like name that does not exist is bad input.
@@ -46,9 +65,11 @@ def check_model(name_or_path: str) -> Path | None:
     return None
 
 
-def load_model(name_or_path: str, max_seq_length: int | None = None, device: str | None = None):
-    """Load a sentence-transformers model by hub name or local path (offline works with a path)."""
+def load_model(name_or_path: str, max_seq_length: int | None = None, device: str | None = None, precision: str = "float32"):
+    """Load a sentence-transformers model by hub name or local path (offline works with a path),
+    its weights in ``precision`` (:data:`PRECISIONS`)."""
     local = check_model(name_or_path)
+    check_precision(precision, device)
     if local is not None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model needs no hub lookups (they hang offline)
     try:
@@ -61,6 +82,10 @@ def load_model(name_or_path: str, max_seq_length: int | None = None, device: str
         raise BadInputError(name_or_path, f"could not load a sentence-transformers model ({exc})", field="model") from None
     if max_seq_length:
         model.max_seq_length = max_seq_length
+    if precision != "float32":
+        import torch
+
+        model.to(getattr(torch, precision))
     return model
 
 
@@ -110,15 +135,28 @@ def encode(model, texts: list[str], batch_size: int = 64, prompt_name: str | Non
 
 
 def _st_encode(model, texts: list[str], batch_size: int, prompt_name: str | None) -> np.ndarray:
-    emb = model.encode(
-        texts,
-        batch_size=batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=False,
-        prompt_name=prompt_name,
-    )
-    return np.ascontiguousarray(emb, dtype=np.float32)
+    import torch
+
+    if _weights_dtype(model) in (None, torch.float32):
+        emb = model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+            prompt_name=prompt_name,
+        )
+        return np.ascontiguousarray(emb, dtype=np.float32)
+    # lower precision: normalise in float32 (a bfloat16 norm is off by up to 1e-2)
+    emb = model.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False, prompt_name=prompt_name)
+    return np.ascontiguousarray(torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy(), dtype=np.float32)
+
+
+def _weights_dtype(model):
+    try:
+        return next(model.parameters()).dtype
+    except (AttributeError, StopIteration, TypeError):
+        return None
 
 
 def _on_cpu(model) -> bool:

@@ -83,11 +83,11 @@ def _unwrapped(ray) -> Iterator[None]:
 class _ModelWorker:
     """A Ray actor holding one model, loaded once: a bi-encoder (``encoder``) or a teacher (``teacher``)."""
 
-    def load(self, what: str, spec: str, max_length: int | None) -> int | None:
+    def load(self, what: str, spec: str, max_length: int | None, precision: str = "float32") -> int | None:
         if what == "encoder":
             from negmine.dense import embedding_dim, load_model
 
-            self.model = load_model(spec, max_length)
+            self.model = load_model(spec, max_length, precision=precision)
             return embedding_dim(self.model)
         from negmine.rescore import load_teacher
 
@@ -107,8 +107,9 @@ class ModelPool:
     """A pool of :class:`_ModelWorker` actors, started on first use: one per GPU when the cluster has
     GPUs, else one per CPU (at most ``max_actors``, and never more than there are parts)."""
 
-    def __init__(self, what: str, spec: str, max_length: int | None, address: str | None = None, max_actors: int | None = None):
+    def __init__(self, what: str, spec: str, max_length: int | None, address: str | None = None, max_actors: int | None = None, precision: str = "float32"):
         self.what, self.spec, self.max_length, self.address, self.max_actors = what, spec, max_length, address, max_actors
+        self.precision = precision
         self.actors: list = []
         self.dim: int | None = None
 
@@ -122,7 +123,7 @@ class ModelPool:
         worker = ray.remote(_ModelWorker).options(**options)
         self.actors = [worker.remote() for _ in range(n)]
         with _unwrapped(ray):
-            self.dim = ray.get([a.load.remote(self.what, self.spec, self.max_length) for a in self.actors])[0]
+            self.dim = ray.get([a.load.remote(self.what, self.spec, self.max_length, self.precision) for a in self.actors])[0]
 
     def map(self, method: str, items: list, batch_size: int) -> Iterator[np.ndarray]:
         """``method(item, batch_size)`` of every item on the actors; results in the order of ``items``."""
@@ -170,12 +171,12 @@ class RayTeacher:
         self.pool.close()
 
 
-def encoder_pool(model: str, max_seq_length: int | None = 256, address: str | None = None, max_actors: int | None = None) -> ModelPool:
+def encoder_pool(model: str, max_seq_length: int | None = 256, address: str | None = None, max_actors: int | None = None, precision: str = "float32") -> ModelPool:
     """Bi-encoder actors for :func:`embed_corpus` and :func:`dense_candidates` (nothing starts until used)."""
     from negmine.dense import check_model
 
     check_model(model)  # a missing model path fails here, before any actor starts
-    return ModelPool("encoder", model, max_seq_length, address, max_actors)
+    return ModelPool("encoder", model, max_seq_length, address, max_actors, precision)
 
 
 def embed_corpus(

@@ -33,6 +33,7 @@ def mine(
     engine: str = "local",
     index: str = "flat",
     ray_address: str | None = None,
+    precision: str = "float32",
 ) -> list[StageResult]:
     """ingest → {bm25 | dense | bm25 + dense + hybrid} → [rescore] → [cluster] → sample.
 
@@ -44,6 +45,8 @@ def mine(
 
     ``engine='ray'`` runs dense retrieval and rescoring on the Ray cluster at ``ray_address`` (see
     negmine.engine_ray); Ray is started or connected only if one of them has work to do.
+
+    ``precision`` is the bi-encoder's while it encodes (float32 | bfloat16 | float16; negmine.dense.PRECISIONS).
     """
     from negmine.errors import StageError
 
@@ -59,9 +62,11 @@ def mine(
     if strategy == "denoise" and teacher is None:
         raise StageError("strategy 'denoise' needs a teacher; pass --teacher cross-encoder:NAME_OR_PATH (or bi-encoder:NAME_OR_PATH)")
     if source in ("dense", "hybrid") or strategy == "tas-balanced":
-        from negmine.dense import check_model
+        from negmine.dense import check_model, check_precision
 
-        check_model(model)  # a missing model path fails before any stage runs
+        check_model(model)  # a missing model path or an unknown precision fails before any stage runs
+        if source != "bm25":
+            check_precision(precision, "cuda" if engine == "ray" else None)
     notify = on_stage or (lambda name: None)
     results = []
     notify("ingest")
@@ -71,7 +76,7 @@ def mine(
         results.append(bm25_stage(run, k=k, threads=threads, backend=bm25_backend, force=force))
     if source in ("dense", "hybrid"):
         notify("dense")
-        results.extend(dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads=threads, force=force, engine=engine, ray_address=ray_address, index=index))
+        results.extend(dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads=threads, force=force, engine=engine, ray_address=ray_address, index=index, precision=precision))
     if source == "hybrid":
         from negmine.stages import hybrid_stage
 

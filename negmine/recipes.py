@@ -48,7 +48,7 @@ def ingest(run, data_dir, format: str = "auto", split: str = "train", force: boo
 
 def retrieve(
     run, source: str = "dense", k: int = 100, model: str = DEFAULT_MODEL, max_seq_length: int | None = 256, dtype: str = "float16",
-    batch_size: int = 64, threads: int = 1, bm25_backend: str = "pyserini", fusion: str = "rrf", force: bool = False,
+    batch_size: int = 64, threads: int = 1, bm25_backend: str = "pyserini", fusion: str = "rrf", force: bool = False, precision: str = "float32",
 ):
     """Candidates from bm25, dense (embed + search) or both fused (hybrid), as ``negmine mine`` retrieves them."""
     from negmine import stages
@@ -59,7 +59,7 @@ def retrieve(
     if source in ("bm25", "hybrid"):
         results.append(stages.bm25_stage(run, k=k, threads=threads, backend=bm25_backend, force=force))
     if source in ("dense", "hybrid"):
-        results.extend(stages.dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads=threads, force=force))
+        results.extend(stages.dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads=threads, force=force, precision=precision))
     if source == "hybrid":
         results.append(stages.hybrid_stage(run, fusion, force=force))
     return results

@@ -69,6 +69,8 @@ def _describe(stage: str, stats: dict) -> str:
         text = f"{stats.get('documents', 0):,} documents x {stats.get('dim')} ({stats.get('dtype')})"
         if "docs_per_s" in stats:
             text += f", {stats['docs_per_s']:,.1f} docs/s encoded"
+            if stats.get("precision", "float32") != "float32":
+                text += f" in {stats['precision']}"
         if stats.get("documents_resumed"):
             text += f" ({stats['documents_resumed']:,} resumed from an interrupted run)"
         return text

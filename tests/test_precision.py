@@ -1,0 +1,67 @@
+"""--precision: the encoder in bfloat16 (float32 embeddings, normalised in float32), cached apart from float32."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from negmine.cli import app
+from negmine.dense import check_precision, encode, load_model
+from negmine.errors import StageError
+from negmine.run import Run
+from negmine.stages import dense_stage, embed_stage, ingest_stage
+from negmine.summary import _describe
+
+from conftest import SAMPLE
+
+TEXTS = ["short query", "a much longer passage about " + "protein folding and " * 30, "gene expression in mice", "", "aspirin and heart attacks"]
+
+
+def test_bfloat16_embeddings_are_unit_float32_and_close_to_float32(model_path):
+    import torch
+
+    full = encode(load_model(model_path, 64), TEXTS, batch_size=2)
+    half = load_model(model_path, 64, precision="bfloat16")
+    assert next(half.parameters()).dtype == torch.bfloat16
+    low = encode(half, TEXTS, batch_size=2)
+    assert low.dtype == np.float32 and low.shape == full.shape
+    np.testing.assert_allclose(np.linalg.norm(low, axis=1), 1.0, atol=1e-5)  # normalised in float32
+    cosine = (low * full).sum(1)
+    assert cosine.min() > 0.999 and not np.array_equal(low, full)
+
+
+def test_unknown_or_unsupported_precision_is_refused():
+    with pytest.raises(StageError, match="unknown precision 'int4'"):
+        check_precision("int4")
+    with pytest.raises(StageError, match="float16 needs a GPU"):
+        check_precision("float16", "cpu")
+    assert check_precision("float16", "cuda") == "float16"
+
+
+def test_precision_is_part_of_the_embed_cache_key(tmp_path, model_path):
+    run = Run.open(tmp_path / "run")
+    ingest_stage(run, SAMPLE)
+    first = embed_stage(run, model_path, max_seq_length=64)
+    assert "precision" not in run.manifest["stages"]["embed"]["config"]  # float32 runs recorded before the option stay fresh
+    full = run.file("embeddings/corpus.npy").read_bytes()
+    assert first.entry["stats"]["precision"] == "float32"
+
+    results = dense_stage(run, model_path, k=20, max_seq_length=64, precision="bfloat16")
+    assert [r.skipped for r in results] == [False, False]  # a new encode and a new search
+    assert run.manifest["stages"]["embed"]["config"]["precision"] == "bfloat16"
+    assert run.manifest["stages"]["dense"]["config"]["precision"] == "bfloat16"
+    assert run.file("embeddings/corpus.npy").read_bytes() != full
+    assert "in bfloat16" in _describe("embed", results[0].entry["stats"])
+    again = dense_stage(run, model_path, k=20, max_seq_length=64, precision="bfloat16")
+    assert [r.skipped for r in again] == [True, True]
+
+
+def test_cli_rejects_an_unknown_precision_before_any_stage(tmp_path, model_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["mine", "--data", str(SAMPLE), "--out", str(out), "--model", model_path, "--precision", "fp8", "--json"])
+    assert result.exit_code == 1
+    assert "unknown precision 'fp8'" in result.output
+    assert not (out / "corpus.parquet").exists()
+    manifest = out / "manifest.json"
+    assert not manifest.exists() or not json.loads(manifest.read_text()).get("stages")
