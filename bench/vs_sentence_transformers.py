@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from host import describe  # bench/host.py
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ST_SCRIPT = r'''
@@ -192,7 +194,7 @@ def main() -> None:
     text = (
         f"{Path(args.data).name} train: {info['pairs']} (query, positive) pairs, {info['docs']} documents; all-MiniLM-L6-v2, "
         f"max_seq_length 256, batch 64, top-100, 7 negatives from the top; each tool its own process, alternated; "
-        f"encoder precision: negmine {args.precision}, sentence-transformers {args.st_precision}.\n\n"
+        f"encoder precision: negmine {args.precision}, sentence-transformers {args.st_precision}. CPU: {describe()}.\n\n"
         "| tool | runs | median wall s | median peak RSS MB | wall s per run |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         f"- speed-up (ratio of median wall times, ST / negmine): {med['sentence-transformers'][0] / med['negmine'][0]:.2f}x\n"
         f"- memory (ratio of median peak RSS, negmine / ST): {med['negmine'][1] / med['sentence-transformers'][1]:.2f}\n"

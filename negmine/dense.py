@@ -76,17 +76,35 @@ def load_model(name_or_path: str, max_seq_length: int | None = None, device: str
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise StageError("the dense stage needs sentence-transformers: pip install sentence-transformers") from None
+    options = {}
+    if precision != "float32":
+        import torch
+
+        options["model_kwargs"] = {"dtype": getattr(torch, precision)}  # no float32 copy on the way
     try:
-        model = SentenceTransformer(str(local) if local is not None else str(name_or_path), device=device)
+        model = SentenceTransformer(str(local) if local is not None else str(name_or_path), device=device, **options)
     except (OSError, ValueError) as exc:
         raise BadInputError(name_or_path, f"could not load a sentence-transformers model ({exc})", field="model") from None
     if max_seq_length:
         model.max_seq_length = max_seq_length
     if precision != "float32":
-        import torch
-
-        model.to(getattr(torch, precision))
+        model.to(getattr(torch, precision))  # modules after the transformer (pooling, dense) too
+        _pad_to_multiple(model, LOW_PRECISION_PAD)
+        release_memory()  # the float32 pages the conversion read
     return model
+
+
+# In bfloat16 (not float32) RSS grows with every new (batch, length) shape the CPU kernels see: oneDNN
+# keeps what it built for each. Padding lengths to a multiple of 16 bounds the shapes: encoding 3,500
+# SciFact documents peaked at 778 MB instead of 864, and ran 35 instead of 33 documents/s.
+LOW_PRECISION_PAD = 16
+
+
+def _pad_to_multiple(model, multiple: int) -> None:
+    for module in model:
+        kwargs = getattr(module, "processing_kwargs", None)
+        if isinstance(kwargs, dict):
+            kwargs.setdefault("text", {})["pad_to_multiple_of"] = multiple
 
 
 # On CPU a batch of 64 × 256 tokens is slower than four of 16 × 256 and holds four times the

@@ -29,6 +29,9 @@ def test_bfloat16_embeddings_are_unit_float32_and_close_to_float32(model_path):
     np.testing.assert_allclose(np.linalg.norm(low, axis=1), 1.0, atol=1e-5)  # normalised in float32
     cosine = (low * full).sum(1)
     assert cosine.min() > 0.999 and not np.array_equal(low, full)
+    # lengths padded to a multiple of 16 in low precision only (bounded kernel shapes, bounded RSS)
+    assert half[0].processing_kwargs["text"]["pad_to_multiple_of"] == 16
+    assert "pad_to_multiple_of" not in load_model(model_path, 64)[0].processing_kwargs.get("text", {})
 
 
 def test_unknown_or_unsupported_precision_is_refused():
