@@ -81,7 +81,7 @@ def test_refresh_needs_a_train_stage_and_rescore_a_teacher(tmp_path):
 
 
 def test_stage_keys_come_from_the_runner_signatures():
-    assert stage_keys("retrieve") == ["batch_size", "bm25_backend", "dtype", "fusion", "k", "max_seq_length", "model", "source", "threads"]
+    assert stage_keys("retrieve") == ["batch_size", "bm25_backend", "dtype", "fusion", "k", "max_seq_length", "model", "precision", "source", "threads"]
     assert stage_keys("ingest") == ["format", "split"]
 
 
