@@ -135,7 +135,7 @@ def bm25(
 
 PrecisionOpt = typer.Option(
     "float32", "--precision",
-    help="Encoder weights while encoding: float32 | bfloat16 (~1.9x faster on CPUs with AVX512-BF16 or AMX; embeddings within cosine 1e-4) | float16 (GPU).",
+    help="Encoder weights while encoding: float32 | bfloat16 (~1.75x faster on CPUs with AVX512-BF16 or AMX; embeddings within cosine 1e-4) | float16 (GPU).",
 )
 
 IndexOpt = typer.Option(

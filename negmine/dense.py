@@ -31,8 +31,9 @@ from negmine.io import atomic_path
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
 # The encoder's weights and activations while encoding (``--precision``); embeddings are normalised
-# in float32 whatever the precision. bfloat16 runs about 1.9x faster on CPUs with AVX512-BF16 or AMX
-# with embeddings within cosine 0.9999 of float32's (README, performance); float16 is for GPUs.
+# in float32 whatever the precision. bfloat16 encoded 1.75x faster on a CPU with AVX512-BF16
+# (bench/encode_efficiency.py), embeddings within cosine 1e-4 of float32's (README, performance);
+# float16 is for GPUs.
 PRECISIONS = ("float32", "bfloat16", "float16")
 
 
@@ -76,11 +77,10 @@ def load_model(name_or_path: str, max_seq_length: int | None = None, device: str
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise StageError("the dense stage needs sentence-transformers: pip install sentence-transformers") from None
-    options = {}
-    if precision != "float32":
-        import torch
+    import torch
 
-        options["model_kwargs"] = {"dtype": getattr(torch, precision)}  # no float32 copy on the way
+    dtype = getattr(torch, precision)
+    options = {} if precision == "float32" else {"model_kwargs": {"dtype": dtype}}  # no float32 copy on the way
     try:
         model = SentenceTransformer(str(local) if local is not None else str(name_or_path), device=device, **options)
     except (OSError, ValueError) as exc:
@@ -88,7 +88,7 @@ def load_model(name_or_path: str, max_seq_length: int | None = None, device: str
     if max_seq_length:
         model.max_seq_length = max_seq_length
     if precision != "float32":
-        model.to(getattr(torch, precision))  # modules after the transformer (pooling, dense) too
+        model.to(dtype)  # modules after the transformer (pooling, dense) too
         _pad_to_multiple(model, LOW_PRECISION_PAD)
         release_memory()  # the float32 pages the conversion read
     return model

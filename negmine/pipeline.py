@@ -56,17 +56,17 @@ def mine(
 
     if source == "hybrid" and fusion not in FUSIONS:  # before any retrieval runs
         raise StageError(f"unknown fusion {fusion!r}; choose from {sorted(FUSIONS)}")
-    from negmine.stages import check_engine
+    from negmine.stages import check_engine, check_precision
 
     check_engine(engine)
     if strategy == "denoise" and teacher is None:
         raise StageError("strategy 'denoise' needs a teacher; pass --teacher cross-encoder:NAME_OR_PATH (or bi-encoder:NAME_OR_PATH)")
     if source in ("dense", "hybrid") or strategy == "tas-balanced":
-        from negmine.dense import check_model, check_precision
+        from negmine.dense import check_model
 
         check_model(model)  # a missing model path or an unknown precision fails before any stage runs
         if source != "bm25":
-            check_precision(precision, "cuda" if engine == "ray" else None)
+            check_precision(precision, engine)
     notify = on_stage or (lambda name: None)
     results = []
     notify("ingest")

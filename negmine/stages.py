@@ -37,6 +37,14 @@ def check_engine(engine: str) -> None:
         raise StageError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
 
 
+def check_precision(precision: str, engine: str) -> None:
+    """An unknown encoder precision fails before any work; so does float16 without a GPU here, on the
+    local engine (Ray actors load the model on their own devices and check it there)."""
+    from negmine.dense import check_precision as check
+
+    check(precision, "cuda" if engine == "ray" else None)
+
+
 def _ran_on(engine: str) -> dict:
     """Recorded in a stage's stats (not its config) when another engine than the local one made the outputs."""
     return {} if engine == "local" else {"engine": engine}
@@ -191,9 +199,7 @@ def embed_stage(run: Run, model: str, max_seq_length: int | None = 256, dtype: s
                 chunk_size: int = EMBED_CHUNK, engine: str = "local", ray_address: str | None = None, precision: str = "float32") -> StageResult:
     """Encode the corpus → embeddings/corpus.npy (``dtype`` on disk; the model runs in ``precision``)."""
     check_engine(engine)
-    from negmine.dense import check_precision
-
-    check_precision(precision, "cuda" if engine == "ray" else None)  # ray actors check their own device
+    check_precision(precision, engine)
     if engine == "ray":
         from negmine.engine_ray import embed_corpus
     else:
@@ -229,7 +235,7 @@ def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None =
                 index: str = "flat", nprobe: int = 16, ef_search: int = 128, precision: str = "float32") -> list[StageResult]:
     """Embed the corpus (cached) and search; returns the embed and dense stage results.
 
-    ``precision`` is the encoder's (negmine.dense.PRECISIONS): float32, or bfloat16 (about 1.9x faster
+    ``precision`` is the encoder's (negmine.dense.PRECISIONS): float32, or bfloat16 (about 1.75x faster
     on CPUs with AVX512-BF16/AMX), float16 on a GPU; corpus and queries are encoded alike.
 
     ``index`` ``ivf`` or ``hnsw`` searches approximately (negmine.dense.build_index; ``nprobe`` and
@@ -241,10 +247,10 @@ def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None =
     import numpy as np
 
     check_engine(engine)
-    from negmine.dense import INDEXES, check_precision
+    from negmine.dense import INDEXES
     from negmine.errors import StageError
 
-    check_precision(precision, "cuda" if engine == "ray" else None)
+    check_precision(precision, engine)
     if index not in INDEXES:
         raise StageError(f"unknown index {index!r}; choose from {list(INDEXES)}")
     if engine == "ray" and index != "flat":
