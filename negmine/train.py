@@ -128,7 +128,7 @@ def train_bi_encoder(
     from negmine.dense import load_model
 
     set_seed(seed)
-    model = load_model(model_name_or_path, max_seq_length)
+    model = load_model(model_name_or_path, max_seq_length, loader="sentence-transformers")  # trained: the full model
     columns = {k: v for k, v in examples.items() if k != "query_id"}
     dataset = Dataset.from_dict(columns)
     if loss == "mnrl":
@@ -198,7 +198,7 @@ def train_adore(
     from negmine.dense import load_model
 
     set_seed(seed)
-    model = load_model(model_name_or_path, max_seq_length)
+    model = load_model(model_name_or_path, max_seq_length, loader="sentence-transformers")  # trained: the full model
     model.train()
     docs = torch.from_numpy(np.array(doc_embeddings, dtype=np.float32))  # a writable copy
     index = faiss.IndexFlatIP(docs.shape[1])

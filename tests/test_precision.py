@@ -30,8 +30,10 @@ def test_bfloat16_embeddings_are_unit_float32_and_close_to_float32(model_path):
     cosine = (low * full).sum(1)
     assert cosine.min() > 0.999 and not np.array_equal(low, full)
     # lengths padded to a multiple of 16 in low precision only (bounded kernel shapes, bounded RSS)
-    assert half[0].processing_kwargs["text"]["pad_to_multiple_of"] == 16
-    assert "pad_to_multiple_of" not in load_model(model_path, 64)[0].processing_kwargs.get("text", {})
+    assert half.tokenizer_kwargs["pad_to_multiple_of"] == 16
+    assert "pad_to_multiple_of" not in load_model(model_path, 64).tokenizer_kwargs
+    st_half = load_model(model_path, 64, precision="bfloat16", loader="sentence-transformers")  # the same for sentence-transformers
+    assert st_half[0].processing_kwargs["text"]["pad_to_multiple_of"] == 16
 
 
 def test_unknown_or_unsupported_precision_is_refused():
