@@ -1,10 +1,12 @@
-"""A sentence-transformers model of the common layout, run through transformers alone.
+"""A sentence-transformers model of the common layout, run without sentence-transformers.
 
 Most bi-encoders on the hub (all-MiniLM, bge, e5, gte, …) are saved by sentence-transformers as
-Transformer → Pooling (mean, CLS or max) → Normalize. For those, :func:`load_plain` loads the
-transformer and its tokenizer with ``transformers`` and applies the pooling and normalisation itself,
-so the process never imports sentence-transformers (which brings datasets, pandas, scipy and
-scikit-learn with it: ~140 MB of resident memory for an encoder that needs none of them).
+Transformer → Pooling (mean, CLS or max) → Normalize. For those, :class:`PlainEncoder` runs the
+transformer — negmine's own BERT forward pass (negmine/bert.py) where the checkpoint is a plain BERT,
+transformers' AutoModel otherwise — with transformers' tokenizer, and applies the pooling and
+normalisation itself. An encoding process then imports neither sentence-transformers (datasets, pandas,
+scipy, scikit-learn come with it) nor transformers' modelling code (torch._dynamo, sympy,
+torch.distributed.tensor): the SciFact mine's peak went from 807 to 632 MB (README, performance).
 
 It computes what sentence-transformers computes, operation for operation, on the same batches:
 embeddings are byte-identical (tests/test_encoder.py compares the two). Anything else — other
@@ -118,7 +120,24 @@ def plain_layout(name_or_path: str) -> dict | None:
         "max_seq_length": transformer.get("max_seq_length"),
         "dimension": pooling.get("embedding_dimension", pooling.get("word_embedding_dimension")),
         "prompts": {str(k): str(v) for k, v in prompts.items()},
+        "model_config": model_config,
+        "fetch": fetch,
     }
+
+
+def _backbone(name_or_path: str, layout: dict, dtype):
+    """negmine's own BERT (negmine/bert.py) where the checkpoint is one it runs, else transformers' AutoModel."""
+    from negmine import bert
+
+    if bert.supported(layout["model_config"]):
+        weights = layout["fetch"]("model.safetensors")
+        if weights is not None:
+            model = bert.load(weights, layout["model_config"], dtype)
+            if model is not None:
+                return model
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(name_or_path, **({} if dtype is None else {"dtype": dtype}))
 
 
 class PlainEncoder:
@@ -126,14 +145,16 @@ class PlainEncoder:
 
     def __init__(self, name_or_path: str, layout: dict, device: str | None = None, dtype=None):
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        options = {} if dtype is None else {"dtype": dtype}
-        self.auto_model = AutoModel.from_pretrained(str(name_or_path), **options)
+        self.auto_model = _backbone(str(name_or_path), layout, dtype)
+        from negmine.bert import Bert
+
+        self.own_bert = isinstance(self.auto_model, Bert)
         limit = layout["max_seq_length"]
         if limit is None:  # as sentence-transformers: the tokenizer's limit, capped by the positions the model has
             self.tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-            positions = getattr(self.auto_model.config, "max_position_embeddings", None)
+            positions = layout["model_config"].get("max_position_embeddings")
             if positions and positions > 0:
                 self.tokenizer.model_max_length = min(self.tokenizer.model_max_length, positions)
         else:
@@ -141,9 +162,10 @@ class PlainEncoder:
         self.pooling = layout["pooling"]
         self.normalize = layout["normalize"]
         self.prompts = layout["prompts"]
-        self.dimension = layout["dimension"] or self.auto_model.config.hidden_size
+        self.dimension = layout["dimension"] or layout["model_config"].get("hidden_size")
         self.tokenizer_kwargs: dict = {}
-        self.auto_model.eval()
+        if not self.own_bert:
+            self.auto_model.eval()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.auto_model.to(self.device)
 
@@ -182,7 +204,10 @@ class PlainEncoder:
                 batch = [prompt + texts[i] for i in order[start : start + batch_size]]
                 features = self.tokenizer(batch, padding=True, truncation="longest_first", return_tensors="pt", **self.tokenizer_kwargs)
                 features = {k: v.to(self.device) for k, v in features.items()}
-                tokens = self.auto_model(**features, return_dict=True).last_hidden_state
+                if self.own_bert:
+                    tokens = self.auto_model(**features)
+                else:
+                    tokens = self.auto_model(**features, return_dict=True).last_hidden_state
                 emb = self._pool(tokens, features["attention_mask"])
                 if self.normalize:
                     emb = torch.nn.functional.normalize(emb, p=2, dim=-1)

@@ -24,13 +24,14 @@ def texts():
     return corpus[:40] + ["", "a", "b", "protein " * 400]
 
 
-def variant(model_path: str, where: Path, pooling: dict | None = None, st_config: dict | None = None, extra_module=None) -> str:
-    """A copy of the model (files linked) with its pooling, prompts or modules changed."""
+def variant(model_path: str, where: Path, pooling: dict | None = None, st_config: dict | None = None, extra_module=None, config: dict | None = None) -> str:
+    """A copy of the model (files linked) with its pooling, prompts, modules or transformer config changed."""
     src = Path(model_path)
     where.mkdir()
     for item in src.iterdir():
-        if item.name not in ("1_Pooling", "config_sentence_transformers.json", "modules.json"):
+        if item.name not in ("1_Pooling", "config_sentence_transformers.json", "modules.json", "config.json"):
             (where / item.name).symlink_to(item)
+    (where / "config.json").write_text(json.dumps({**json.loads((src / "config.json").read_text()), **(config or {})}))
     (where / "1_Pooling").mkdir()
     pool = json.loads((src / "1_Pooling" / "config.json").read_text())
     (where / "1_Pooling" / "config.json").write_text(json.dumps({**pool, **(pooling or {})}))
@@ -43,8 +44,9 @@ def variant(model_path: str, where: Path, pooling: dict | None = None, st_config
     return str(where)
 
 
-def both(path: str, texts: list[str], precision: str = "float32", prompt_name: str | None = None):
+def both(path: str, texts: list[str], precision: str = "float32", prompt_name: str | None = None, own_bert: bool = True):
     plain = load_model(path, 128, precision=precision)
+    assert plain.own_bert is own_bert  # negmine/bert.py, or transformers' AutoModel
     st = load_model(path, 128, precision=precision, loader="sentence-transformers")
     assert isinstance(plain, PlainEncoder) and type(st).__name__ == "SentenceTransformer"
     return encode(plain, texts, 8, prompt_name), encode(st, texts, 8, prompt_name)
@@ -70,11 +72,17 @@ def test_cls_pooling_and_prompts_match_too(tmp_path, model_path, texts):
     assert ours.tobytes() != both(path, texts[:12])[0].tobytes()  # the prompt was applied
 
 
+def test_a_bert_variant_negmine_does_not_run_goes_to_transformers(tmp_path, model_path, texts):
+    path = variant(model_path, tmp_path / "gelu-new", config={"hidden_act": "gelu_new"})
+    ours, theirs = both(path, texts[:10], own_bert=False)
+    assert ours.tobytes() == theirs.tobytes()
+
+
 def test_a_model_saved_by_sentence_transformers_6_is_plain(tmp_path, model_path, texts):
     from sentence_transformers import SentenceTransformer
 
     SentenceTransformer(model_path, device="cpu").save(str(tmp_path / "saved"))
-    layout = plain_layout(str(tmp_path / "saved"))
+    layout = {k: v for k, v in plain_layout(str(tmp_path / "saved")).items() if k not in ("fetch", "model_config")}
     assert layout == {"pooling": "mean", "normalize": True, "max_seq_length": None, "dimension": 384, "prompts": {"document": "", "query": ""}}
     model = load_model(str(tmp_path / "saved"))
     assert model.max_seq_length == 256  # from the tokenizer, as sentence-transformers reads it
@@ -106,9 +114,9 @@ def test_a_dense_run_does_not_import_sentence_transformers(tmp_path, model_path)
         "import sys; from negmine.run import Run; from negmine.stages import ingest_stage, dense_stage\n"
         f"run = Run.open({str(tmp_path / 'run')!r}); ingest_stage(run, {str(SAMPLE)!r})\n"
         f"dense_stage(run, {model_path!r}, k=10, max_seq_length=64)\n"
-        "print('sentence_transformers' in sys.modules)\n"
+        "print([m in sys.modules for m in ('sentence_transformers', 'transformers.modeling_utils', 'torch._dynamo')])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert out.stdout.strip().splitlines()[-1] == "[False, False, False]"
     versions = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["embed"]["versions"]
     assert "transformers" in versions and "sentence_transformers" not in versions
