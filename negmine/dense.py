@@ -111,6 +111,16 @@ def load_model(
     return model
 
 
+def encoder_kind(model) -> str:
+    """Which code runs a loaded model: "negmine-bert" (negmine/bert.py), "transformers" (AutoModel behind
+    negmine's pooling) or "sentence-transformers"."""
+    from negmine.encoder import PlainEncoder
+
+    if isinstance(model, PlainEncoder):
+        return "negmine-bert" if model.own_bert else "transformers"
+    return "sentence-transformers"
+
+
 def _load_sentence_transformer(name_or_path: str, source: str, device: str | None, dtype):
     try:
         from sentence_transformers import SentenceTransformer

@@ -182,6 +182,14 @@ def _encoder(engine: str, model: str, max_seq_length, ray_address: str | None = 
     return load_model(model, max_seq_length, precision=precision)
 
 
+def _encoder_kind(engine: str, encoder) -> dict:
+    if engine == "ray":  # the actors load their own
+        return {}
+    from negmine.dense import encoder_kind
+
+    return {"encoder": encoder_kind(encoder)}
+
+
 def _embed_parts_dir(output: Path, config: dict, inputs: list[Path]) -> Path:
     """Where an unfinished encode keeps its chunks: named after the config and the corpus's hash, so a
     changed model, setting or corpus starts afresh; parts of other keys are removed."""
@@ -225,7 +233,7 @@ def embed_stage(run: Run, model: str, max_seq_length: int | None = 256, dtype: s
         encoded = int(emb.shape[0]) - resumed.get("documents", 0)
         return {"documents": int(emb.shape[0]), "dim": int(emb.shape[1]), "dtype": dtype, "precision": precision, "encode_s": round(encode_s, 3),
                 "docs_per_s": round(encoded / max(encode_s, 1e-9), 1)} | (
-                    {"documents_resumed": resumed["documents"]} if resumed.get("documents") else {}) | _ran_on(engine)
+                    {"documents_resumed": resumed["documents"]} if resumed.get("documents") else {}) | _ran_on(engine) | _encoder_kind(engine, encoder)
 
     return _run_stage(run, "embed", config, inputs, outputs, compute, force)
 

@@ -120,3 +120,5 @@ def test_a_dense_run_does_not_import_sentence_transformers(tmp_path, model_path)
     assert out.stdout.strip().splitlines()[-1] == "[False, False, False]"
     versions = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["embed"]["versions"]
     assert "transformers" in versions and "sentence_transformers" not in versions
+    stats = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["embed"]["stats"]
+    assert stats["encoder"] == "negmine-bert"
