@@ -43,7 +43,6 @@ class Bert:
     """
 
     def __init__(self, config: dict, weights: dict[str, torch.Tensor]):
-        self.config = config
         self.weights = weights
         self.layers = config["num_hidden_layers"]
         self.head_size = config["hidden_size"] // config["num_attention_heads"]

@@ -66,9 +66,10 @@ def check_model(name_or_path: str) -> Path | None:
     return None
 
 
-# How load_model loads a model: "auto" runs the plain Transformer → Pooling [→ Normalize] layout through
-# transformers alone (negmine/encoder.py; byte-identical embeddings, ~140 MB less memory) and anything
-# else through sentence-transformers; the other two force one loader.
+# How load_model loads a model: "auto" runs the plain Transformer → Pooling [→ Normalize] layout without
+# sentence-transformers (negmine/encoder.py: negmine/bert.py for plain BERT checkpoints, transformers'
+# AutoModel for others; byte-identical embeddings, a smaller process) and anything else through
+# sentence-transformers; the other two force one loader.
 LOADERS = ("auto", "transformers", "sentence-transformers")
 
 

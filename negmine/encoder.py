@@ -147,9 +147,10 @@ class PlainEncoder:
         import torch
         from transformers import AutoTokenizer
 
-        self.auto_model = _backbone(str(name_or_path), layout, dtype)
         from negmine.bert import Bert
+        from negmine.dense import _default_device
 
+        self.auto_model = _backbone(str(name_or_path), layout, dtype)
         self.own_bert = isinstance(self.auto_model, Bert)
         limit = layout["max_seq_length"]
         if limit is None:  # as sentence-transformers: the tokenizer's limit, capped by the positions the model has
@@ -166,7 +167,7 @@ class PlainEncoder:
         self.tokenizer_kwargs: dict = {}
         if not self.own_bert:
             self.auto_model.eval()
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device or _default_device())
         self.auto_model.to(self.device)
 
     @property
@@ -209,6 +210,8 @@ class PlainEncoder:
                 else:
                     tokens = self.auto_model(**features, return_dict=True).last_hidden_state
                 emb = self._pool(tokens, features["attention_mask"])
+                # normalised twice where both apply, as sentence-transformers does (its Normalize module, then
+                # encode's normalize_embeddings), so the bytes match
                 if self.normalize:
                     emb = torch.nn.functional.normalize(emb, p=2, dim=-1)
                 if normalize_embeddings:
