@@ -99,6 +99,10 @@ EngineOpt = typer.Option("local", "--engine", help="local | ray: encode, search 
 RayAddressOpt = typer.Option(
     None, "--ray-address", envvar="RAY_ADDRESS", help="--engine ray: the cluster (ray://HEAD:10001, HEAD:6379 or auto); default: a local Ray cluster."
 )
+RayActorsOpt = typer.Option(
+    None, "--ray-actors", envvar="NEGMINE_RAY_ACTORS", min=1,
+    help="--engine ray: at most this many model actors (default: one per GPU, else one per CPU of the cluster). Outputs do not depend on it.",
+)
 
 
 @app.command()
@@ -154,6 +158,7 @@ def dense(
     threads: Optional[int] = typer.Option(None, "--threads", help="faiss threads (default: all cores)."),
     engine: str = EngineOpt,
     ray_address: Optional[str] = RayAddressOpt,
+    ray_actors: Optional[int] = RayActorsOpt,
     index: str = IndexOpt,
     nprobe: int = typer.Option(16, "--nprobe", help="ivf: cells searched per query (more: higher recall, slower)."),
     ef_search: int = typer.Option(128, "--ef-search", help="hnsw: search breadth (more: higher recall, slower)."),
@@ -166,7 +171,7 @@ def dense(
 
     _with_run(
         run_dir,
-        lambda run: dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads, force=force, engine=engine, ray_address=ray_address, index=index, nprobe=nprobe, ef_search=ef_search, precision=precision),
+        lambda run: dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads, force=force, engine=engine, ray_address=ray_address, index=index, nprobe=nprobe, ef_search=ef_search, precision=precision, ray_actors=ray_actors),
         as_json,
         "dense",
     )
@@ -206,6 +211,7 @@ def rescore(
     batch_size: int = typer.Option(32, "--batch-size", help="Pairs per forward pass."),
     engine: str = EngineOpt,
     ray_address: Optional[str] = RayAddressOpt,
+    ray_actors: Optional[int] = RayActorsOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ):
@@ -218,7 +224,8 @@ def rescore(
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("rescoring pairs", total=None)
             return rescore_stage(
-                run, teacher, source, max_length, batch_size, progress=lambda n: bar.advance(task, n), force=force, engine=engine, ray_address=ray_address
+                run, teacher, source, max_length, batch_size, progress=lambda n: bar.advance(task, n), force=force, engine=engine, ray_address=ray_address,
+                ray_actors=ray_actors,
             )
 
     _with_run(run_dir, body, as_json, "rescore")
@@ -321,6 +328,7 @@ def mine(
     teacher_max_length: int = typer.Option(512, "--teacher-max-length", help="Tokens per (query, document) pair (per text for a bi-encoder teacher)."),
     engine: str = EngineOpt,
     ray_address: Optional[str] = RayAddressOpt,
+    ray_actors: Optional[int] = RayActorsOpt,
     index: str = IndexOpt,
     precision: str = PrecisionOpt,
     force: bool = ForceOpt,
@@ -340,7 +348,7 @@ def mine(
                 run, data, strategy, source, fmt, split, model, k, num_negatives, seed, threads,
                 max_seq_length, dtype, batch_size, bm25_backend, params, force,
                 on_stage=lambda name: status.update(f"[bold]{name}[/] …"), teacher=teacher, fusion=fusion, teacher_max_length=teacher_max_length,
-                engine=engine, ray_address=ray_address, index=index, precision=precision,
+                engine=engine, ray_address=ray_address, index=index, precision=precision, ray_actors=ray_actors,
             )
 
     _with_run(run_dir, body, as_json, f"mine --strategy {strategy}")

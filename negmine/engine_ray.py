@@ -108,9 +108,12 @@ class ModelPool:
     GPUs, else one per CPU (at most ``max_actors``, and never more than there are parts)."""
 
     def __init__(self, what: str, spec: str, max_length: int | None, address: str | None = None, max_actors: int | None = None, precision: str = "float32"):
+        if max_actors is not None and max_actors < 1:
+            raise StageError(f"the {what} pool needs at least 1 actor, got {max_actors}")
         self.what, self.spec, self.max_length, self.address, self.max_actors = what, spec, max_length, address, max_actors
         self.precision = precision
         self.actors: list = []
+        self.started = 0  # actors started (recorded in the stage's stats)
         self.dim: int | None = None
 
     def _start(self, parts: int) -> None:
@@ -122,6 +125,7 @@ class ModelPool:
         n = min(max(parts, 1), gpus or max(int(resources.get("CPU", 1)), 1), self.max_actors or parts or 1)
         worker = ray.remote(_ModelWorker).options(**options)
         self.actors = [worker.remote() for _ in range(n)]
+        self.started = n
         with _unwrapped(ray):
             self.dim = ray.get([a.load.remote(self.what, self.spec, self.max_length, self.precision) for a in self.actors])[0]
 

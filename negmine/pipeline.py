@@ -34,6 +34,7 @@ def mine(
     index: str = "flat",
     ray_address: str | None = None,
     precision: str = "float32",
+    ray_actors: int | None = None,
 ) -> list[StageResult]:
     """ingest → {bm25 | dense | bm25 + dense + hybrid} → [rescore] → [cluster] → sample.
 
@@ -44,7 +45,8 @@ def mine(
     cut to ``teacher_max_length`` tokens; the ``denoise`` strategy needs one.
 
     ``engine='ray'`` runs dense retrieval and rescoring on the Ray cluster at ``ray_address`` (see
-    negmine.engine_ray); Ray is started or connected only if one of them has work to do.
+    negmine.engine_ray) with at most ``ray_actors`` model actors; Ray is started or connected only if one
+    of them has work to do.
 
     ``precision`` is the bi-encoder's while it encodes (float32 | bfloat16 | float16; negmine.dense.PRECISIONS).
     """
@@ -76,7 +78,7 @@ def mine(
         results.append(bm25_stage(run, k=k, threads=threads, backend=bm25_backend, force=force))
     if source in ("dense", "hybrid"):
         notify("dense")
-        results.extend(dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads=threads, force=force, engine=engine, ray_address=ray_address, index=index, precision=precision))
+        results.extend(dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads=threads, force=force, engine=engine, ray_address=ray_address, index=index, precision=precision, ray_actors=ray_actors))
     if source == "hybrid":
         from negmine.stages import hybrid_stage
 
@@ -86,7 +88,7 @@ def mine(
         from negmine.stages import rescore_stage
 
         notify("rescore")
-        results.append(rescore_stage(run, teacher, source, teacher_max_length, batch_size=batch_size, force=force, engine=engine, ray_address=ray_address))
+        results.append(rescore_stage(run, teacher, source, teacher_max_length, batch_size=batch_size, force=force, engine=engine, ray_address=ray_address, ray_actors=ray_actors))
     from negmine.sample import NEEDS
 
     if "clusters" in NEEDS.get(strategy, ()):  # tas-balanced: k-means on query embeddings

@@ -171,12 +171,12 @@ def _embed_config(model: str, max_seq_length, dtype: str, batch_size: int, chunk
     return config | _unless_default(chunk_size=(chunk_size, EMBED_CHUNK), precision=(precision, "float32"))
 
 
-def _encoder(engine: str, model: str, max_seq_length, ray_address: str | None = None, precision: str = "float32"):
+def _encoder(engine: str, model: str, max_seq_length, ray_address: str | None = None, precision: str = "float32", ray_actors: int | None = None):
     """The bi-encoder: loaded here (local), or a pool of Ray actors that load it when first used (ray)."""
     if engine == "ray":
         from negmine.engine_ray import encoder_pool
 
-        return encoder_pool(model, max_seq_length, ray_address, precision=precision)
+        return encoder_pool(model, max_seq_length, ray_address, max_actors=ray_actors, precision=precision)
     from negmine.dense import load_model
 
     return load_model(model, max_seq_length, precision=precision)
@@ -184,7 +184,7 @@ def _encoder(engine: str, model: str, max_seq_length, ray_address: str | None = 
 
 def _encoder_kind(engine: str, encoder) -> dict:
     if engine == "ray":  # the actors load their own
-        return {}
+        return {"actors": encoder.started} if encoder.started else {}
     from negmine.dense import encoder_kind
 
     return {"encoder": encoder_kind(encoder)}
@@ -204,7 +204,8 @@ def _embed_parts_dir(output: Path, config: dict, inputs: list[Path]) -> Path:
 
 
 def embed_stage(run: Run, model: str, max_seq_length: int | None = 256, dtype: str = "float16", batch_size: int = 64, loaded=None, progress=None, force: bool = False,
-                chunk_size: int = EMBED_CHUNK, engine: str = "local", ray_address: str | None = None, precision: str = "float32") -> StageResult:
+                chunk_size: int = EMBED_CHUNK, engine: str = "local", ray_address: str | None = None, precision: str = "float32",
+                ray_actors: int | None = None) -> StageResult:
     """Encode the corpus → embeddings/corpus.npy (``dtype`` on disk; the model runs in ``precision``)."""
     check_engine(engine)
     check_precision(precision, engine)
@@ -219,7 +220,7 @@ def embed_stage(run: Run, model: str, max_seq_length: int | None = 256, dtype: s
 
     def compute():
         corpus = read_table(inputs[0], CORPUS, "corpus")
-        encoder = loaded if loaded is not None else _encoder(engine, model, max_seq_length, ray_address, precision)
+        encoder = loaded if loaded is not None else _encoder(engine, model, max_seq_length, ray_address, precision, ray_actors)
         resumable, resumed = {}, {}
         if engine == "local":  # encoded chunks are kept until the stage ends: an interrupted encode resumes
             resumable = {"parts_dir": _embed_parts_dir(outputs[0], config, inputs), "resumed": resumed}
@@ -240,7 +241,7 @@ def embed_stage(run: Run, model: str, max_seq_length: int | None = 256, dtype: s
 
 def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None = 256, dtype: str = "float16", batch_size: int = 64, threads: int | None = None, progress=None, force: bool = False,
                 chunk_size: int = EMBED_CHUNK, query_batch: int = QUERY_BATCH, engine: str = "local", ray_address: str | None = None, shard_size: int | None = None,
-                index: str = "flat", nprobe: int = 16, ef_search: int = 128, precision: str = "float32") -> list[StageResult]:
+                index: str = "flat", nprobe: int = 16, ef_search: int = 128, precision: str = "float32", ray_actors: int | None = None) -> list[StageResult]:
     """Embed the corpus (cached) and search; returns the embed and dense stage results.
 
     ``precision`` is the encoder's (negmine.dense.PRECISIONS): float32, or bfloat16 (about 1.75x faster
@@ -251,6 +252,7 @@ def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None =
 
     ``engine='ray'`` encodes and searches on the Ray cluster at ``ray_address`` (default ``RAY_ADDRESS``,
     else a local one), faiss shards of ``shard_size`` rows (see negmine.engine_ray); same outputs.
+    ``ray_actors`` caps the encoder actors (default: one per GPU, else one per CPU of the cluster).
     """
     import numpy as np
 
@@ -272,14 +274,14 @@ def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None =
 
     def model_once():
         if "model" not in holder:
-            holder["model"] = _encoder(engine, model, max_seq_length, ray_address, precision)
+            holder["model"] = _encoder(engine, model, max_seq_length, ray_address, precision, ray_actors)
         return holder["model"]
 
     inputs_embed = _inputs(run, "corpus")
     embed_config = _embed_config(model, max_seq_length, dtype, batch_size, chunk_size, precision)
     try:
         embed_loaded = None if (not force and run.is_fresh("embed", embed_config, inputs_embed)) else model_once()
-        embed = embed_stage(run, model, max_seq_length, dtype, batch_size, loaded=embed_loaded, progress=progress, force=force, chunk_size=chunk_size, engine=engine, ray_address=ray_address, precision=precision)
+        embed = embed_stage(run, model, max_seq_length, dtype, batch_size, loaded=embed_loaded, progress=progress, force=force, chunk_size=chunk_size, engine=engine, ray_address=ray_address, precision=precision, ray_actors=ray_actors)
         inputs = _inputs(run, "corpus", "queries", "qrels") + [run.file("embeddings/corpus.npy")]
         outputs = _inputs(run, "candidates_dense", "positive_scores_dense")
         index_params = {"nprobe": nprobe} if index == "ivf" else {"ef_search": ef_search} if index == "hnsw" else {}
@@ -348,7 +350,7 @@ RESCORE_CHUNK = 2048  # pairs (cross-encoder) or distinct texts (bi-encoder) per
 
 
 def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int | None = 512, batch_size: int = 32, progress=None, force: bool = False,
-                  chunk_size: int = RESCORE_CHUNK, engine: str = "local", ray_address: str | None = None) -> StageResult:
+                  chunk_size: int = RESCORE_CHUNK, engine: str = "local", ray_address: str | None = None, ray_actors: int | None = None) -> StageResult:
     """Teacher scores (negmine.rescore) of candidates_<source> and positive_scores_<source>.
 
     ``engine='ray'`` scores the parts on Ray actors (negmine.engine_ray.RayTeacher); same outputs.
@@ -379,7 +381,7 @@ def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int
         if engine == "ray":
             from negmine.engine_ray import RayTeacher
 
-            loaded = RayTeacher(teacher, max_length, ray_address)
+            loaded = RayTeacher(teacher, max_length, ray_address, ray_actors)
         else:
             loaded = load_teacher(teacher, max_length)
         try:
@@ -396,7 +398,7 @@ def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int
             "positives": scored_pos.num_rows,
             "candidate_prob_mean": round(float(probs.mean()), 4) if len(probs) else None,
             "positive_prob_mean": round(float(np.mean(scored_pos.column("ce_prob").to_numpy())), 4) if scored_pos.num_rows else None,
-        } | _ran_on(engine)
+        } | _ran_on(engine) | ({"actors": loaded.pool.started} if engine == "ray" and loaded.pool.started else {})
 
     return _run_stage(run, f"rescore.{source}", config, inputs, outputs, compute, force)
 

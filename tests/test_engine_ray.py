@@ -96,6 +96,8 @@ def test_the_slice_exercises_what_identity_is_about(runs):
     local, distributed = runs
     stages = json.loads(distributed.file("manifest.json").read_text())["stages"]
     assert all(stages[s]["stats"]["engine"] == "ray" for s in ("embed", "dense", "rescore.dense"))
+    # 4 corpus parts and 1 + 4 teacher parts on a 2-CPU cluster: one actor per CPU
+    assert stages["embed"]["stats"]["actors"] == 2 and stages["rescore.dense"]["stats"]["actors"] == 2
     assert stages["embed"]["stats"]["documents"] == DOCS and stages["dense"]["stats"]["queries"] == QUERIES
     assert "engine" not in json.loads(local.file("manifest.json").read_text())["stages"]["dense"]["stats"]
     # every query has its k candidates, and the negatives table is not trivially empty
@@ -114,6 +116,17 @@ def test_engine_is_not_in_the_config_so_either_engine_reuses_the_others_outputs(
         rescore = rescore_stage(run, f"bi-encoder:{model_path}", engine=other, **RESCORE)
         assert [r.skipped for r in dense + [rescore]] == [True, True, True]
         assert run.file("manifest.json").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_ray_actors_caps_the_pool_and_leaves_the_bytes_alone(runs, tmp_path, sample_slice, model_path):
+    local, _ = runs
+    run = Run.open(tmp_path / "run")
+    ingest_stage(run, sample_slice)
+    dense_stage(run, model_path, engine="ray", ray_actors=1, shard_size=SHARD_SIZE, **DENSE)
+    assert json.loads(run.file("manifest.json").read_text())["stages"]["embed"]["stats"]["actors"] == 1
+    for name in ("embeddings/corpus.npy", "candidates_dense.parquet", "positive_scores_dense.parquet"):
+        assert run.file(name).read_bytes() == local.file(name).read_bytes(), name
 
 
 @pytest.mark.slow
@@ -205,13 +218,23 @@ def test_cli_engine_options(tmp_path):
     runner = CliRunner()
     for command in ("dense", "rescore", "mine"):
         result = runner.invoke(app, [command, "--help"])
-        assert "--engine" in result.output and "--ray-address" in result.output, command
+        assert all(option in result.output for option in ("--engine", "--ray-address", "--ray-actors")), command
     run_dir = tmp_path / "run"
     shutil.copytree(SAMPLE, tmp_path / "data")
     result = runner.invoke(app, ["mine", "--data", str(tmp_path / "data"), "--out", str(run_dir), "--engine", "spark"])
     assert result.exit_code == 1
     assert "unknown engine 'spark'; choose from ['local', 'ray']" in result.stderr
     assert not run_dir.joinpath("candidates_dense.parquet").exists()
+    result = runner.invoke(app, ["mine", "--data", str(tmp_path / "data"), "--out", str(run_dir), "--engine", "ray", "--ray-actors", "0"])
+    assert result.exit_code == 2 and "--ray-actors" in result.stderr
+    assert not run_dir.joinpath("candidates_dense.parquet").exists()
+
+
+def test_a_pool_of_no_actors_is_refused_before_ray_starts():
+    from negmine import engine_ray
+
+    with pytest.raises(StageError, match="at least 1 actor, got 0"):
+        engine_ray.RayTeacher("cross-encoder:m", max_actors=0)
 
 
 def test_without_ray_installed_the_error_names_the_extra(monkeypatch):

@@ -117,11 +117,16 @@ _REFERENCES: dict = {}
 
 
 def reference_run(name: str, *args) -> Path:
-    """An uninterrupted run (in-process, to spare a model load), made once per session and shared."""
+    """An uninterrupted run (in-process, to spare a model load), made once per session and shared;
+    removed when the session ends."""
+    import atexit
+    import shutil
     import tempfile
 
     if name not in _REFERENCES:
-        run = Path(tempfile.mkdtemp(prefix=f"negmine-ref-{name}-")) / "run"
+        folder = tempfile.mkdtemp(prefix=f"negmine-ref-{name}-")
+        atexit.register(shutil.rmtree, folder, True)
+        run = Path(folder) / "run"
         result = invoke(*[a if a != "{run}" else run for a in args])
         assert result.exit_code == 0, result.output
         _REFERENCES[name] = run
