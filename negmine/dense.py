@@ -312,17 +312,30 @@ def _resumable_parts(model, texts: list[list[str]], batch_size: int, parts_dir: 
     # runs only once write_embeddings has checked dtype (the generator starts when it is first read)
     resumed["documents"] = 0
     for i, chunk in enumerate(texts):
-        part = parts_dir / f"{i:06d}.npy"
-        if part.exists():
-            block = np.load(part)
-            if block.shape[0] == len(chunk):
-                resumed["documents"] += len(chunk)
-                yield block
-                continue
+        block = kept_part(parts_dir, i, len(chunk))
+        if block is not None:
+            resumed["documents"] += len(chunk)
+            yield block
+            continue
         block = encode(model, chunk, batch_size).astype(DTYPES[dtype])
-        with atomic_path(part) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, block)
+        save_part(parts_dir, i, block)
         yield block
+
+
+def kept_part(parts_dir: Path, i: int, rows: int, mmap: bool = False) -> np.ndarray | None:
+    """Chunk ``i``'s embeddings kept in ``parts_dir`` by an interrupted encode, if it is there whole
+    (``mmap``: memory-mapped, read only when used)."""
+    part = parts_dir / f"{i:06d}.npy"
+    if part.exists():
+        block = np.load(part, mmap_mode="r" if mmap else None)
+        if block.shape[0] == rows:
+            return block
+    return None
+
+
+def save_part(parts_dir: Path, i: int, block: np.ndarray) -> None:
+    with atomic_path(parts_dir / f"{i:06d}.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, block)
 
 
 def write_embeddings(

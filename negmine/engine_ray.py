@@ -34,6 +34,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -191,16 +193,54 @@ def embed_corpus(
     batch_size: int = 64,
     chunk_size: int = 8192,
     progress: Callable[[int], None] | None = None,
+    parts_dir=None,
+    resumed: dict | None = None,
 ) -> np.ndarray:
-    """:func:`negmine.dense.embed_corpus` with each chunk encoded on a Ray actor; same file, same bytes."""
+    """:func:`negmine.dense.embed_corpus` with each chunk encoded on a Ray actor; same file, same bytes.
+
+    ``parts_dir`` and ``resumed`` as there: the driver keeps each finished chunk in ``parts_dir`` and
+    reads those already there instead of sending them out again, so an interrupted encode resumes (from
+    chunks either engine wrote: their bytes are the same).
+    """
     from negmine.candidates import doc_texts
     from negmine.dense import chunks, write_embeddings
 
     parts = chunks(doc_texts(corpus), chunk_size)
-    blocks = encoders.map("encode", parts, batch_size)
-    if encoders.dim is None:  # an empty corpus still gets a (0, dim) file
+    if parts_dir is None:
+        blocks = encoders.map("encode", parts, batch_size)
+        dim = encoders.dim
+    else:
+        blocks, dim = _resumable_blocks(encoders, parts, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {})
+    if dim is None:  # an empty corpus still gets a (0, dim) file
         encoders._start(1)
-    return write_embeddings(path, blocks, corpus.num_rows, encoders.dim, dtype, progress)
+        dim = encoders.dim
+    emb = write_embeddings(path, blocks, corpus.num_rows, dim, dtype, progress)
+    if parts_dir is not None:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    return emb
+
+
+def _resumable_blocks(encoders: ModelPool, parts: list[list[str]], batch_size: int, parts_dir: Path, dtype: str, resumed: dict):
+    """(the blocks in corpus order, their width): kept chunks read from ``parts_dir``, the others encoded
+    on the actors and kept there (each written atomically) as they arrive."""
+    from negmine.dense import DTYPES, kept_part, save_part
+
+    kept = {i: block.shape for i, block in ((i, kept_part(parts_dir, i, len(texts), mmap=True)) for i, texts in enumerate(parts)) if block is not None}
+    resumed["documents"] = sum(shape[0] for shape in kept.values())
+    missing = [i for i in range(len(parts)) if i not in kept]
+    encoded = encoders.map("encode", [parts[i] for i in missing], batch_size)
+    dim = encoders.dim if missing else (next(iter(kept.values()))[1] if kept else None)
+
+    def blocks():
+        for i in range(len(parts)):
+            if i in kept:
+                yield kept_part(parts_dir, i, kept[i][0])
+            else:
+                block = next(encoded).astype(DTYPES[dtype])
+                save_part(parts_dir, i, block)
+                yield block
+
+    return blocks(), dim
 
 
 def _search_shard(shard: np.ndarray, offset: int, k: int, threads: int, *query_batches: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

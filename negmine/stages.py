@@ -221,12 +221,11 @@ def embed_stage(run: Run, model: str, max_seq_length: int | None = 256, dtype: s
     def compute():
         corpus = read_table(inputs[0], CORPUS, "corpus")
         encoder = loaded if loaded is not None else _encoder(engine, model, max_seq_length, ray_address, precision, ray_actors)
-        resumable, resumed = {}, {}
-        if engine == "local":  # encoded chunks are kept until the stage ends: an interrupted encode resumes
-            resumable = {"parts_dir": _embed_parts_dir(outputs[0], config, inputs), "resumed": resumed}
+        # encoded chunks are kept until the stage ends: an interrupted encode resumes (on either engine)
+        parts_dir, resumed = _embed_parts_dir(outputs[0], config, inputs), {}
         started = time.perf_counter()  # the encode alone: model loading is not part of docs/s
         try:
-            emb = embed_corpus(corpus, encoder, outputs[0], dtype, batch_size, chunk_size=chunk_size, progress=progress, **resumable)
+            emb = embed_corpus(corpus, encoder, outputs[0], dtype, batch_size, chunk_size=chunk_size, progress=progress, parts_dir=parts_dir, resumed=resumed)
         finally:
             if engine == "ray" and loaded is None:
                 encoder.close()

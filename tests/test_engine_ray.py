@@ -130,6 +130,36 @@ def test_ray_actors_caps_the_pool_and_leaves_the_bytes_alone(runs, tmp_path, sam
 
 
 @pytest.mark.slow
+def test_an_interrupted_encode_resumes_on_ray_from_the_kept_chunks(runs, tmp_path, sample_slice, model_path, monkeypatch):
+    """Chunks kept by an interrupted local encode (the same bytes either engine writes) are read, not sent out again."""
+    import negmine.dense
+    from negmine.stages import embed_stage
+
+    local, _ = runs
+    run = Run.open(tmp_path / "run")
+    ingest_stage(run, sample_slice)
+    real_encode, calls = negmine.dense.encode, []
+
+    def failing(model, texts, batch_size=64, prompt_name=None):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the third of four chunks
+        calls.append(len(texts))
+        return real_encode(model, texts, batch_size, prompt_name)
+
+    monkeypatch.setattr(negmine.dense, "encode", failing)
+    settings = {"max_seq_length": DENSE["max_seq_length"], "chunk_size": DENSE["chunk_size"]}
+    with pytest.raises(KeyboardInterrupt):
+        embed_stage(run, model_path, **settings)
+    monkeypatch.setattr(negmine.dense, "encode", real_encode)
+    (parts,) = run.file("embeddings").glob(".corpus.parts-*")
+    assert sorted(p.name for p in parts.iterdir()) == ["000000.npy", "000001.npy"]
+    stats = embed_stage(run, model_path, engine="ray", ray_actors=1, **settings).entry["stats"]
+    assert stats["documents_resumed"] == 2 * DENSE["chunk_size"] and stats["engine"] == "ray"
+    assert run.file("embeddings/corpus.npy").read_bytes() == local.file("embeddings/corpus.npy").read_bytes()
+    assert not list(run.file("embeddings").glob(".corpus.parts-*"))
+
+
+@pytest.mark.slow
 def test_cross_encoder_parts_on_ray_actors_score_like_the_local_teacher(runs, tmp_path, model_path):
     """The real CrossEncoder code path (MiniLM weights, fresh 1-label head) in 3 parts of pairs."""
     import torch
