@@ -297,27 +297,31 @@ def embed_corpus(
     decides the embeddings (model, settings, corpus). ``resumed`` (a dict) receives how many
     documents came from there (``resumed["documents"]``).
     """
-    texts = chunks(doc_texts(corpus), chunk_size)
+    if chunk_size < 1:
+        raise StageError(f"chunk size must be at least 1, got {chunk_size}")
+    starts = range(0, corpus.num_rows, chunk_size)
     if parts_dir is None:
-        parts = (encode(model, chunk, batch_size) for chunk in texts)
+        parts = (encode(model, doc_texts(corpus.slice(start, chunk_size)), batch_size) for start in starts)
     else:
-        parts = _resumable_parts(model, texts, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {})
+        parts = _resumable_parts(model, corpus, chunk_size, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {})
     emb = write_embeddings(path, parts, corpus.num_rows, embedding_dim(model), dtype, progress)
     if parts_dir is not None:
         shutil.rmtree(parts_dir, ignore_errors=True)
     return emb
 
 
-def _resumable_parts(model, texts: list[list[str]], batch_size: int, parts_dir: Path, dtype: str, resumed: dict):
-    # runs only once write_embeddings has checked dtype (the generator starts when it is first read)
+def _resumable_parts(model, corpus: pa.Table, chunk_size: int, batch_size: int, parts_dir: Path, dtype: str, resumed: dict):
+    # runs only once write_embeddings has checked dtype (the generator starts when it is first read);
+    # a chunk's texts exist only while it is encoded (a corpus's worth of Python strings would not)
     resumed["documents"] = 0
-    for i, chunk in enumerate(texts):
-        block = kept_part(parts_dir, i, len(chunk))
+    for i, start in enumerate(range(0, corpus.num_rows, chunk_size)):
+        chunk = corpus.slice(start, chunk_size)
+        block = kept_part(parts_dir, i, chunk.num_rows)
         if block is not None:
-            resumed["documents"] += len(chunk)
+            resumed["documents"] += chunk.num_rows
             yield block
             continue
-        block = encode(model, chunk, batch_size).astype(DTYPES[dtype])
+        block = encode(model, doc_texts(chunk), batch_size).astype(DTYPES[dtype])
         save_part(parts_dir, i, block)
         yield block
 
@@ -352,11 +356,15 @@ def write_embeddings(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=rows, unit="doc", desc="encode corpus", disable=None, leave=False)
-    with atomic_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPES[dtype], shape=(rows, dim))
+    # the .npy header, then each block appended as it comes: written pages are the page cache's, not
+    # this process's (a writable memory map would hold the whole matrix in its RSS by the end)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(DTYPES[dtype])), "fortran_order": False, "shape": (rows, dim)})
         start = 0
         for block in parts:
-            out[start : start + len(block)] = block
+            if block.ndim != 2 or block.shape[1] != dim:
+                raise StageError(f"an encoded block has shape {block.shape}, expected (rows, {dim})")
+            fh.write(np.ascontiguousarray(block, dtype=DTYPES[dtype]).tobytes())
             start += len(block)
             bar.update(len(block))
             if progress:
@@ -364,8 +372,6 @@ def write_embeddings(
         bar.close()
         if start != rows:
             raise StageError(f"encoded {start} documents, expected {rows}")
-        out.flush()
-        del out
     return np.load(path, mmap_mode="r")
 
 
@@ -375,9 +381,33 @@ def _flat_index(embeddings: np.ndarray, chunk_size: int = 65536):
     index = faiss.IndexFlatIP(embeddings.shape[1])
     if faiss.get_num_gpus() > 0:  # pragma: no cover - no GPU on CI
         index = faiss.index_cpu_to_all_gpus(index)
-    for start in range(0, embeddings.shape[0], chunk_size):
-        index.add(np.ascontiguousarray(embeddings[start : start + chunk_size], dtype=np.float32))
+    for block in float32_blocks(embeddings, chunk_size):
+        index.add(block)
     return index
+
+
+def float32_blocks(embeddings: np.ndarray, chunk_size: int = 65536):
+    """Consecutive rows of ``embeddings`` as contiguous float32 blocks (what faiss adds). Rows of a
+    memory-mapped file leave this process's resident memory once read: an index built from the
+    file holds the index, not the index and the file (the pages stay in the OS's cache)."""
+    for start in range(0, embeddings.shape[0], chunk_size):
+        block = np.ascontiguousarray(embeddings[start : start + chunk_size], dtype=np.float32)
+        drop_mapped_pages(embeddings)
+        yield block
+
+
+def drop_mapped_pages(array: np.ndarray) -> None:
+    """``madvise(MADV_DONTNEED)`` on a read-only memory map: its pages are unmapped from this process
+    and read back from the file (the page cache) when next used. A no-op for anything else."""
+    import mmap
+
+    mapped = getattr(array, "_mmap", None)
+    if mapped is None or getattr(array, "mode", None) != "r" or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        mapped.madvise(mmap.MADV_DONTNEED)
+    except (OSError, ValueError):  # a closed map, or a platform without it
+        pass
 
 
 INDEXES = ("flat", "ivf", "hnsw")
@@ -407,6 +437,7 @@ def build_index(embeddings: np.ndarray, kind: str = "flat", nlist: int | None = 
         index.cp.seed = seed
         train_rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, 256 * nlist), replace=False))
         index.train(np.ascontiguousarray(embeddings[train_rows], dtype=np.float32))
+        drop_mapped_pages(embeddings)
         index.nprobe = min(nprobe, nlist)
     else:
         index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
@@ -416,8 +447,8 @@ def build_index(embeddings: np.ndarray, kind: str = "flat", nlist: int | None = 
     if kind == "hnsw":
         faiss.omp_set_num_threads(1)
     try:
-        for start in range(0, n, chunk_size):
-            index.add(np.ascontiguousarray(embeddings[start : start + chunk_size], dtype=np.float32))
+        for block in float32_blocks(embeddings, chunk_size):
+            index.add(block)
     finally:
         faiss.omp_set_num_threads(threads)
     return index

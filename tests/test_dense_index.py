@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -83,3 +84,33 @@ def test_dense_stage_reports_recall_against_flat(tmp_path, model_path):
     assert (run / "candidates_dense.parquet").read_bytes() == flat_candidates
     refused = runner.invoke(app, ["dense", "--run", str(run), *common, "--index", "ivf", "--engine", "ray"])
     assert refused.exit_code == 1 and "runs on the local engine" in " ".join(refused.stderr.split())
+
+
+def _mapped_kb(path) -> int:
+    """This process's resident kB of the mappings of ``path`` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if "-" in line.split(" ", 1)[0] and len(line.split()) >= 5:  # a mapping's header line
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_an_index_built_from_the_embeddings_file_does_not_keep_the_file_resident(tmp_path):
+    from negmine.dense import drop_mapped_pages, float32_blocks
+
+    path = tmp_path / "corpus.npy"
+    matrix = np.random.default_rng(0).standard_normal((20_000, 384)).astype(np.float16)  # 15 MB
+    np.save(path, matrix)
+    mapped = np.load(path, mmap_mode="r")
+    assert float(np.asarray(mapped, dtype=np.float32).sum()) == pytest.approx(float(matrix.astype(np.float32).sum()), rel=1e-6)
+    assert _mapped_kb(path) > 10_000  # read through the map: resident
+    drop_mapped_pages(mapped)
+    assert _mapped_kb(path) < 1_000
+    blocks = list(float32_blocks(mapped, 6_000))
+    assert [len(b) for b in blocks] == [6_000, 6_000, 6_000, 2_000] and all(b.dtype == np.float32 and b.flags.c_contiguous for b in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks), matrix.astype(np.float32))
+    assert _mapped_kb(path) < 1_000
+    drop_mapped_pages(matrix)  # not a map: nothing happens

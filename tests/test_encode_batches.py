@@ -53,3 +53,36 @@ def test_release_memory_runs():
     from negmine.dense import release_memory
 
     release_memory()  # glibc's malloc_trim here; a no-op elsewhere, never an error
+
+
+def test_the_embeddings_file_is_npy_written_block_by_block(tmp_path):
+    """write_embeddings appends blocks after the header: the bytes np.save / a memory map would give,
+    without this process holding the matrix."""
+    from negmine.dense import write_embeddings
+
+    rng = np.random.default_rng(0)
+    for dtype, rows in (("float16", 1000), ("float32", 3), ("float16", 0)):
+        matrix = rng.standard_normal((rows, 8)).astype(np.float32)
+        out = write_embeddings(tmp_path / f"{dtype}-{rows}.npy", (matrix[i : i + 7] for i in range(0, rows, 7)), rows, 8, dtype)
+        np.save(tmp_path / "expected.npy", matrix.astype(dtype))
+        assert (tmp_path / f"{dtype}-{rows}.npy").read_bytes() == (tmp_path / "expected.npy").read_bytes()
+        assert out.dtype == np.dtype(dtype) and out.shape == (rows, 8)
+    with pytest.raises(StageError, match="encoded 7 documents, expected 8"):
+        write_embeddings(tmp_path / "short.npy", [np.zeros((7, 8), np.float32)], 8, 8)
+    assert not (tmp_path / "short.npy").exists()
+
+
+def test_a_corpus_encode_holds_one_chunk_of_texts_at_a_time(tmp_path, model_path, monkeypatch):
+    import negmine.dense
+    from negmine.ingest import ingest
+
+    from conftest import SAMPLE
+
+    corpus = ingest(SAMPLE).corpus
+    seen = []
+    real = negmine.dense.doc_texts
+    monkeypatch.setattr(negmine.dense, "doc_texts", lambda table: seen.append(table.num_rows) or real(table))
+    model = load_model(model_path, 32)
+    emb = negmine.dense.embed_corpus(corpus, model, tmp_path / "corpus.npy", chunk_size=16)
+    assert sum(seen) == corpus.num_rows and max(seen) == 16
+    assert emb.shape == (corpus.num_rows, 384)
