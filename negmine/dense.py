@@ -458,7 +458,7 @@ def recall_against_flat(index, embeddings: np.ndarray, query_embeddings: np.ndar
     """Share of the exact top-``k`` (flat search) that ``index`` also returns, over ``query_embeddings``."""
     if len(query_embeddings) == 0 or k == 0:
         return 1.0
-    exact = top_k(_flat_index(embeddings), query_embeddings, k)[1]
+    exact = sharded_top_k(embeddings, [query_embeddings], k)[0][1]
     approx = top_k(index, query_embeddings, k)[1]
     found = sum(len(set(a[a >= 0].tolist()) & set(e.tolist())) for a, e in zip(approx, exact))
     return found / exact.size
@@ -511,6 +511,31 @@ def check_embeddings(corpus: pa.Table, corpus_embeddings: np.ndarray) -> None:
         )
 
 
+# Corpus rows per exact-search shard: a multiple of faiss's 1,024-row BLAS block, so every score is
+# computed by the same BLAS call as in one index over the whole corpus (same floats); 262,144 rows
+# of 384 dimensions are a 384 MB float32 index, whatever the corpus size.
+SHARD_SIZE = 1 << 18
+
+
+def sharded_top_k(embeddings: np.ndarray, query_batches: list[np.ndarray], k: int, shard_size: int = SHARD_SIZE) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`top_k` of each query batch over all of ``embeddings`` by exact inner product, one flat index
+    of ``shard_size`` rows at a time, merged (:func:`merge_top_k`): the same scores, rows and order as
+    one index over every row, with at most one shard's float32 copy in memory."""
+    if shard_size < 1:
+        raise StageError(f"shard size must be at least 1, got {shard_size}")
+    n = embeddings.shape[0]
+    if n == 0:
+        return [top_k(_flat_index(embeddings), emb, k) for emb in query_batches]
+    per_batch: list[list] = [[] for _ in query_batches]
+    for start in range(0, n, shard_size):
+        shard = _flat_index(embeddings[start : start + shard_size])
+        for found, emb in zip(per_batch, query_batches):
+            scores, rows = top_k(shard, emb, k)
+            found.append((scores, rows + start))
+        del shard
+    return [merge_top_k(found, min(k, n)) for found in per_batch]
+
+
 def dense_candidates(
     corpus: pa.Table,
     queries: pa.Table,
@@ -525,13 +550,15 @@ def dense_candidates(
     index: str = "flat",
     index_params: dict | None = None,
     stats: dict | None = None,
+    shard_size: int = SHARD_SIZE,
 ) -> tuple[pa.Table, pa.Table]:
     """Top-``k`` candidates per query by inner product, and s(q, d+) of every labelled positive.
 
     Returns ``(candidates, positive_scores)`` with ``source = 'dense'``. With an approximate ``index``
     (``ivf``, ``hnsw``: see :func:`build_index`, ``index_params`` its keyword arguments) the first
     ``RECALL_SAMPLE`` queries are searched exactly too and ``stats['recall_vs_flat']`` (when a dict
-    is passed) records the share of the exact top-``k`` the index found.
+    is passed) records the share of the exact top-``k`` the index found. Exact (``flat``) search runs
+    over ``shard_size`` corpus rows at a time (:func:`sharded_top_k`).
     """
     import faiss
 
@@ -539,15 +566,23 @@ def dense_candidates(
     if threads:
         faiss.omp_set_num_threads(threads)
     ids = corpus.column("doc_id").to_pylist()
-    searcher = build_index(corpus_embeddings, index, **(index_params or {}))
     hits, query_emb = [], []
+    if index == "flat":  # exact: the corpus a shard at a time, so the float32 copy faiss searches stays bounded
+        for texts in chunks(queries.column("text").to_pylist(), query_batch):
+            query_emb.append(encode(model, texts, batch_size))
+        for emb, (scores, rows) in zip(query_emb, sharded_top_k(corpus_embeddings, query_emb, k, shard_size)):
+            hits.extend(ranked_hits(scores, rows, ids))
+            if progress:
+                progress(len(emb))
+        return dense_tables(corpus, queries, qrels, corpus_embeddings, query_emb, hits)
+    searcher = build_index(corpus_embeddings, index, **(index_params or {}))
     for texts in chunks(queries.column("text").to_pylist(), query_batch):
         emb = encode(model, texts, batch_size)
         hits.extend(ranked_hits(*top_k(searcher, emb, k), ids))
         query_emb.append(emb)
         if progress:
             progress(len(emb))
-    if index != "flat" and stats is not None and query_emb:
+    if stats is not None and query_emb:
         sample = np.concatenate(query_emb)[:RECALL_SAMPLE]
         stats["index"] = index
         stats[f"recall_vs_flat@{k}"] = round(recall_against_flat(searcher, corpus_embeddings, sample, k), 4)

@@ -41,9 +41,8 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
+from negmine.dense import SHARD_SIZE  # corpus rows per faiss shard, as the local engine searches
 from negmine.errors import NegmineError, StageError
-
-SHARD_SIZE = 1 << 18  # corpus rows per faiss shard; a multiple of faiss's 1024-row BLAS block
 
 
 def _ray():

@@ -250,7 +250,8 @@ def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None =
     ``ef_search`` trade recall for speed) and the stage reports its recall against exact search.
 
     ``engine='ray'`` encodes and searches on the Ray cluster at ``ray_address`` (default ``RAY_ADDRESS``,
-    else a local one), faiss shards of ``shard_size`` rows (see negmine.engine_ray); same outputs.
+    else a local one); same outputs. Exact search on either engine runs over faiss shards of
+    ``shard_size`` corpus rows (default negmine.dense.SHARD_SIZE), merged: same outputs for any size.
     ``ray_actors`` caps the encoder actors (default: one per GPU, else one per CPU of the cluster).
     """
     import numpy as np
@@ -292,7 +293,9 @@ def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None =
             qrels = read_table(inputs[2], QRELS, "qrels")
             emb = np.load(inputs[3], mmap_mode="r")
             index_stats: dict = {}
-            extra = {"shard_size": shard_size} if engine == "ray" else {"index": index, "index_params": index_params, "stats": index_stats}
+            extra = {"index": index, "index_params": index_params, "stats": index_stats} if engine == "local" else {}
+            if shard_size is not None:
+                extra["shard_size"] = shard_size
             candidates, positives = dense_candidates(corpus, queries, qrels, emb, model_once(), k, batch_size, query_batch, threads=threads, **extra)
             write_table(candidates, outputs[0], CANDIDATES)
             write_table(positives, outputs[1], POSITIVE_SCORES)

@@ -114,3 +114,28 @@ def test_an_index_built_from_the_embeddings_file_does_not_keep_the_file_resident
     np.testing.assert_array_equal(np.concatenate(blocks), matrix.astype(np.float32))
     assert _mapped_kb(path) < 1_000
     drop_mapped_pages(matrix)  # not a map: nothing happens
+
+
+def test_sharded_exact_search_is_one_index_search():
+    """Shards of any size, merged, give one flat index's scores and rows (ties by corpus row), and at
+    faiss's 1,024-row BLAS blocks the very same floats."""
+    from negmine.dense import _flat_index, sharded_top_k
+
+    rng = np.random.default_rng(3)
+    distinct = rng.standard_normal((300, 16)).astype(np.float32)
+    corpus = distinct[rng.integers(0, 300, 5000)].astype(np.float16)  # duplicates: exact ties everywhere
+    batches = [rng.standard_normal((n, 16)).astype(np.float32) for n in (40, 7, 0)]  # BLAS and per-pair paths
+    whole = _flat_index(corpus)
+    for k in (1, 10, 60):
+        expected = [top_k(whole, q, k) for q in batches]
+        for shard_size in (1024, 2048, 333, 5000, 10_000):
+            got = sharded_top_k(corpus, batches, k, shard_size)
+            for (es, er), (gs, gr) in zip(expected, got):
+                np.testing.assert_array_equal(gr, er)
+                if shard_size % 1024 == 0:
+                    np.testing.assert_array_equal(gs, es)
+                else:
+                    np.testing.assert_allclose(gs, es, rtol=1e-6)
+    assert [s.shape for s, _ in sharded_top_k(corpus[:0], batches, 5)] == [(40, 0), (7, 0), (0, 0)]
+    with pytest.raises(StageError):
+        sharded_top_k(corpus, batches, 5, 0)
