@@ -288,7 +288,9 @@ def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None =
         config = {"model": _model_id(model), "k": k, "max_seq_length": max_seq_length, "batch_size": batch_size, "cpu_batch_tokens": embed_config["cpu_batch_tokens"]} | _unless_default(query_batch=(query_batch, QUERY_BATCH), index=(index, "flat"), precision=(precision, "float32")) | index_params
 
         def compute():
-            corpus = read_table(inputs[0], CORPUS, "corpus")
+            import pyarrow as pa
+
+            corpus = read_table(inputs[0], pa.schema([CORPUS.field("doc_id")]), "corpus")  # the ids: texts are the embed stage's
             queries = read_table(inputs[1], QUERIES, "queries")
             qrels = read_table(inputs[2], QRELS, "qrels")
             emb = np.load(inputs[3], mmap_mode="r")
