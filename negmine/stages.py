@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from negmine.io import read_table, write_table
+from negmine.io import read_table, release_unused_memory, write_table
 from negmine.run import Run, measure
 from negmine.schemas import CANDIDATES, CLUSTERS, CORPUS, NEGATIVES, POSITIVE_SCORES, QRELS, QUERIES
 
@@ -67,7 +67,10 @@ def _run_stage(run: Run, stage: str, config: dict, inputs: list[Path], outputs: 
     if not force and run.is_fresh(stage, config, inputs):
         return StageResult(stage, True, run.manifest["stages"][stage])
     with measure() as m:
-        stats = compute()
+        try:
+            stats = compute()
+        finally:
+            release_unused_memory()  # what the stage freed, before the next one starts
     return StageResult(stage, False, run.record(stage, config, inputs, outputs, m, stats))
 
 

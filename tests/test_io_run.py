@@ -1,6 +1,8 @@
 """io and run directory: atomic writes, schema-checked reads, manifest freshness, the lock."""
 
 import json
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -81,3 +83,41 @@ def test_older_schema_version_is_refused(tmp_path):
         Run.open(tmp_path)
     assert "run directory has schema version 0, this negmine writes version 1" in str(info.value)
     assert info.value.field == "schema_version"
+
+
+_READ_RSS = r"""
+import ctypes, sys
+import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+import negmine.io as io
+from negmine.schemas import CORPUS
+
+def rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
+
+if sys.argv[2] == "off":
+    io.release_unused_memory = lambda: None
+rng = np.random.default_rng(0)
+words = np.array(["alpha", "beta", "gamma", "delta", "protein", "cell", "gene", "study"])
+texts = [" ".join(words[rng.integers(0, 8, 60)]) for _ in range(200_000)]
+table = pa.table({"doc_id": [str(i) for i in range(len(texts))], "title": [None] * len(texts), "text": texts}, schema=CORPUS)
+pq.write_table(table, sys.argv[1])
+size = table.nbytes / 2**20
+del table, texts
+pa.default_memory_pool().release_unused()
+ctypes.CDLL("libc.so.6").malloc_trim(0)
+before = rss_mb()
+kept = io.read_table(sys.argv[1], CORPUS, "corpus")
+print((rss_mb() - before) / size)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status; glibc")
+def test_reading_a_table_leaves_about_the_table_resident(tmp_path):
+    """Arrow's allocator keeps the buffers a Parquet read decoded through unless told to give them back:
+    read_table does, so a 70 MB corpus costs about its own size, not three times it."""
+    growth = {}
+    for mode in ("on", "off"):
+        out = subprocess.run([sys.executable, "-c", _READ_RSS, str(tmp_path / "corpus.parquet"), mode], capture_output=True, text=True, check=True)
+        growth[mode] = float(out.stdout.strip())
+    assert growth["on"] < 2.0 < growth["off"], growth
