@@ -115,13 +115,22 @@ def _tsv_rows(path: Path, columns: int, skip_header: str | None = None) -> Itera
 
 
 class _Collector:
-    """Accumulates rows of one table, rejecting duplicate ids and empty text with their location."""
+    """Accumulates rows of one table, rejecting duplicate ids and empty text with their location.
 
-    def __init__(self, path: Path, id_field: str, unit: str = "line"):
-        self.path, self.id_field, self.unit = path, id_field, unit
+    With a ``schema`` (id column first), every :attr:`BATCH_ROWS` rows become an Arrow record batch and
+    :meth:`table` joins them: a 1,000,000-document corpus is never a million Python strings at once.
+    Without, the rows stay in :attr:`ids` and :attr:`columns`.
+    """
+
+    BATCH_ROWS = 1 << 16  # a corpus up to this size is one chunk, as a single pa.table() would make it
+
+    def __init__(self, path: Path, id_field: str, unit: str = "line", schema: pa.Schema | None = None):
+        self.path, self.id_field, self.unit, self.schema = path, id_field, unit, schema
         self.ids: list[str] = []
         self.seen: dict[str, int] = {}
         self.columns: dict[str, list] = {}
+        self.rows = 0
+        self.batches: list[pa.RecordBatch] = []
 
     def add(self, where: int, doc_id: str, **values) -> None:
         if not doc_id.strip():
@@ -135,6 +144,20 @@ class _Collector:
         self.ids.append(doc_id)
         for key, value in values.items():
             self.columns.setdefault(key, []).append(value)
+        self.rows += 1
+        if self.schema is not None and len(self.ids) >= self.BATCH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.ids:
+            data = {self.schema.names[0]: self.ids, **self.columns}
+            self.batches.append(pa.RecordBatch.from_pydict({name: data[name] for name in self.schema.names}, schema=self.schema))
+            self.ids, self.columns = [], {}
+
+    def table(self) -> pa.Table:
+        """The rows added, as a table of ``schema``."""
+        self._flush()
+        return pa.Table.from_batches(self.batches, schema=self.schema)
 
     def _error(self, where: int, message: str, field_name: str) -> BadInputError:
         if self.unit == "line":
@@ -164,7 +187,7 @@ def _qrels_rows(rows: Iterator[tuple[int, str, str, str]], path: Path, unit: str
 def read_beir(data_dir: str | Path, split: str = "train") -> Dataset:
     data_dir = Path(data_dir)
     corpus_path, queries_path = data_dir / "corpus.jsonl", data_dir / "queries.jsonl"
-    corpus = _Collector(corpus_path, "_id")
+    corpus = _Collector(corpus_path, "_id", schema=CORPUS)
     for number, rec in _json_records(corpus_path, "_id", {"title": False, "text": True}):
         corpus.add(number, rec["id"], title=rec["title"], text=rec["text"])
     queries = _Collector(queries_path, "_id")
@@ -179,7 +202,7 @@ def read_beir(data_dir: str | Path, split: str = "train") -> Dataset:
 def read_msmarco(data_dir: str | Path, split: str = "train") -> Dataset:
     data_dir = Path(data_dir)
     corpus_path = data_dir / "collection.tsv"
-    corpus = _Collector(corpus_path, "pid")
+    corpus = _Collector(corpus_path, "pid", schema=CORPUS)
     for number, (pid, text) in _tsv_rows(corpus_path, 2):
         corpus.add(number, pid.strip(), title=None, text=text)
     queries_path = data_dir / f"queries.{split}.tsv"
@@ -208,7 +231,7 @@ def read_parquet_dataset(data_dir: str | Path, split: str = "train") -> Dataset:
     corpus_table = read_table(corpus_path, CORPUS, "corpus")
     queries_table = read_table(queries_path, QUERIES, "queries")
     qrels_table = read_table(qrels_path, QRELS, "qrels")
-    corpus = _Collector(corpus_path, "doc_id", unit="row")
+    corpus = _Collector(corpus_path, "doc_id", unit="row", schema=CORPUS)
     for row, (did, title, text) in enumerate(zip(*(corpus_table.column(c).to_pylist() for c in CORPUS.names))):
         corpus.add(row, did, title=title, text=text)
     queries = _Collector(queries_path, "query_id", unit="row")
@@ -221,7 +244,7 @@ def read_parquet_dataset(data_dir: str | Path, split: str = "train") -> Dataset:
 
 
 def _assemble(corpus: _Collector, queries: _Collector, qrels: dict, qrels_path: Path, unit: str, split: str) -> Dataset:
-    if not corpus.ids:
+    if not corpus.rows:
         raise BadInputError(corpus.path, "corpus is empty")
     if not qrels["query_id"]:
         raise BadInputError(qrels_path, f"no judgements in split {split!r}")
@@ -239,7 +262,7 @@ def _assemble(corpus: _Collector, queries: _Collector, qrels: dict, qrels_path: 
     with_positive = {q for q, r in zip(qrels["query_id"], qrels["relevance"]) if r > 0}
     kept = [i for i, qid in enumerate(queries.ids) if qid in with_positive]
     judged = set(qrels["query_id"])
-    corpus_table = pa.table({"doc_id": corpus.ids, "title": corpus.columns["title"], "text": corpus.columns["text"]}, schema=CORPUS)
+    corpus_table = corpus.table()
     queries_table = pa.table(
         {"query_id": [queries.ids[i] for i in kept], "text": [queries.columns["text"][i] for i in kept]}, schema=QUERIES
     )

@@ -1,5 +1,8 @@
 """ingest: the three layouts, and every bad-input class with its exact message."""
 
+import json
+import shutil
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -127,3 +130,23 @@ def test_parquet_duplicate_id_names_row(tmp_path):
     with pytest.raises(BadInputError) as info:
         ingest(tmp_path)
     assert str(info.value) == f"{tmp_path / 'corpus.parquet'}, field 'doc_id': row 1: duplicate id 'a' (first seen at row 0)"
+
+
+def test_a_corpus_is_collected_in_arrow_batches(tmp_path, monkeypatch):
+    """Rows become record batches as they come (BATCH_ROWS at a time): the same table, and a duplicate
+    id in a later batch is still caught with the line of its first occurrence."""
+    from negmine import ingest as ingest_mod
+
+    whole = ingest_mod.ingest(SAMPLE)
+    monkeypatch.setattr(ingest_mod._Collector, "BATCH_ROWS", 7)
+    batched = ingest_mod.ingest(SAMPLE)
+    assert batched.corpus.column("doc_id").num_chunks > 1
+    assert batched.corpus.equals(whole.corpus) and batched.queries.equals(whole.queries) and batched.qrels.equals(whole.qrels)
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE, data)
+    lines = (data / "corpus.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])["_id"]
+    (data / "corpus.jsonl").write_text("\n".join(lines + [json.dumps({"_id": first, "title": "", "text": "again"})]) + "\n")
+    with pytest.raises(BadInputError, match=rf"duplicate id '{first}' \(first seen at line 1\)") as raised:
+        ingest_mod.ingest(data)
+    assert raised.value.line == len(lines) + 1
