@@ -7,7 +7,7 @@
 For each size: a synthetic BEIR corpus (bench/make_corpus.py; ``--median-words`` sets the median
 document length, 60 words ≈ an MS MARCO passage), then ``negmine mine --strategy simans`` (``--source bm25``: BM25 candidates, no encoder) as its own
 process (peak RSS from ``os.wait4``), then the per-stage wall time and peak RSS from the run's
-manifest. Prints a markdown table and writes it to bench/results/scale.md. Generated corpora and runs
+manifest. Prints a markdown table and writes it to bench/results/scale[_<variant>].md (``--out``). Generated corpora and runs
 live under ``--work`` (default /tmp/negmine-scale) and are reused: rerunning a size is a cached no-op
 unless ``--fresh``.
 
