@@ -259,8 +259,8 @@ def embedding_dim(model) -> int:
     return int(dim_of())
 
 
-def chunks(items: list, size: int) -> list[list]:
-    """Consecutive slices of ``size`` items: the units one :func:`encode` call (or one Ray task) handles."""
+def chunks(items, size: int) -> list:
+    """Consecutive slices of ``size`` items (of a list, or rows of a table: zero-copy): the units one :func:`encode` call (or one Ray task) handles."""
     if size < 1:
         raise StageError(f"chunk size must be at least 1, got {size}")
     return [items[start : start + size] for start in range(0, len(items), size)]
@@ -286,25 +286,23 @@ def embed_corpus(
     decides the embeddings (model, settings, corpus). ``resumed`` (a dict) receives how many
     documents came from there (``resumed["documents"]``).
     """
-    if chunk_size < 1:
-        raise StageError(f"chunk size must be at least 1, got {chunk_size}")
-    starts = range(0, corpus.num_rows, chunk_size)
+    # zero-copy slices of the table: a chunk's texts exist only while it is encoded (a corpus's worth of
+    # Python strings would not fit a bounded working set)
+    slices = chunks(corpus, chunk_size)
     if parts_dir is None:
-        parts = (encode(model, doc_texts(corpus.slice(start, chunk_size)), batch_size) for start in starts)
+        parts = (encode(model, doc_texts(chunk), batch_size) for chunk in slices)
     else:
-        parts = _resumable_parts(model, corpus, chunk_size, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {})
+        parts = _resumable_parts(model, slices, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {})
     emb = write_embeddings(path, parts, corpus.num_rows, embedding_dim(model), dtype, progress)
     if parts_dir is not None:
         shutil.rmtree(parts_dir, ignore_errors=True)
     return emb
 
 
-def _resumable_parts(model, corpus: pa.Table, chunk_size: int, batch_size: int, parts_dir: Path, dtype: str, resumed: dict):
-    # runs only once write_embeddings has checked dtype (the generator starts when it is first read);
-    # a chunk's texts exist only while it is encoded (a corpus's worth of Python strings would not)
+def _resumable_parts(model, slices: list[pa.Table], batch_size: int, parts_dir: Path, dtype: str, resumed: dict):
+    # runs only once write_embeddings has checked dtype (the generator starts when it is first read)
     resumed["documents"] = 0
-    for i, start in enumerate(range(0, corpus.num_rows, chunk_size)):
-        chunk = corpus.slice(start, chunk_size)
+    for i, chunk in enumerate(slices):
         block = kept_part(parts_dir, i, chunk.num_rows)
         if block is not None:
             resumed["documents"] += chunk.num_rows

@@ -185,9 +185,14 @@ def _encoder(engine: str, model: str, max_seq_length, ray_address: str | None = 
     return load_model(model, max_seq_length, precision=precision)
 
 
+def _actors(pool) -> dict:
+    """How many Ray actors a pool (negmine.engine_ray.ModelPool) started, for a stage's stats."""
+    return {"actors": pool.started} if pool.started else {}
+
+
 def _encoder_kind(engine: str, encoder) -> dict:
     if engine == "ray":  # the actors load their own
-        return {"actors": encoder.started} if encoder.started else {}
+        return _actors(encoder)
     from negmine.dense import encoder_kind
 
     return {"encoder": encoder_kind(encoder)}
@@ -405,7 +410,7 @@ def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int
             "positives": scored_pos.num_rows,
             "candidate_prob_mean": round(float(probs.mean()), 4) if len(probs) else None,
             "positive_prob_mean": round(float(np.mean(scored_pos.column("ce_prob").to_numpy())), 4) if scored_pos.num_rows else None,
-        } | _ran_on(engine) | ({"actors": loaded.pool.started} if engine == "ray" and loaded.pool.started else {})
+        } | _ran_on(engine) | (_actors(loaded.pool) if engine == "ray" else {})
 
     return _run_stage(run, f"rescore.{source}", config, inputs, outputs, compute, force)
 
