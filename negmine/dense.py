@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from negmine.candidates import candidates_table, doc_texts, positive_scores_table
 from negmine.errors import BadInputError, StageError
-from negmine.io import atomic_path, malloc_trim
+from negmine.io import LazyTable, atomic_path, malloc_trim
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -266,8 +266,17 @@ def chunks(items, size: int) -> list:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
+def corpus_slices(corpus: "pa.Table | LazyTable", size: int) -> Iterable[pa.Table]:
+    """:func:`chunks` of a table, or the same slices read one at a time from a :class:`~negmine.io.LazyTable`."""
+    if isinstance(corpus, LazyTable):
+        if size < 1:
+            raise StageError(f"chunk size must be at least 1, got {size}")
+        return corpus.slices(size)
+    return chunks(corpus, size)
+
+
 def embed_corpus(
-    corpus: pa.Table,
+    corpus: "pa.Table | LazyTable",
     model,
     path: str | Path,
     dtype: str = "float16",
@@ -279,6 +288,9 @@ def embed_corpus(
 ) -> np.ndarray:
     """Encode the corpus in chunks into a memory-mapped ``.npy`` (row i = corpus row i); written atomically.
 
+    ``corpus`` is a table or a :class:`~negmine.io.LazyTable` (the embed stage's: the file read a chunk at a
+    time); both give the same chunks, so the same bytes.
+
     With ``parts_dir``, each encoded chunk is also kept there (``000000.npy``…, each written atomically)
     until the whole file is written, and chunks already there are read instead of encoded: an
     interrupted encode resumes where it stopped, with the same bytes as an uninterrupted one (a chunk's
@@ -286,9 +298,9 @@ def embed_corpus(
     decides the embeddings (model, settings, corpus). ``resumed`` (a dict) receives how many
     documents came from there (``resumed["documents"]``).
     """
-    # zero-copy slices of the table: a chunk's texts exist only while it is encoded (a corpus's worth of
-    # Python strings would not fit a bounded working set)
-    slices = chunks(corpus, chunk_size)
+    # zero-copy slices of the table, or slices read from the file one at a time (a LazyTable): a chunk's
+    # texts exist only while it is encoded (a corpus's worth of Python strings would not fit a bounded working set)
+    slices = corpus_slices(corpus, chunk_size)
     if parts_dir is None:
         parts = (encode(model, doc_texts(chunk), batch_size) for chunk in slices)
     else:
@@ -299,7 +311,7 @@ def embed_corpus(
     return emb
 
 
-def _resumable_parts(model, slices: list[pa.Table], batch_size: int, parts_dir: Path, dtype: str, resumed: dict):
+def _resumable_parts(model, slices: Iterable[pa.Table], batch_size: int, parts_dir: Path, dtype: str, resumed: dict):
     # runs only once write_embeddings has checked dtype (the generator starts when it is first read)
     resumed["documents"] = 0
     for i, chunk in enumerate(slices):

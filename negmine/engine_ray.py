@@ -31,18 +31,24 @@ on every node). Ray is imported only when this engine runs.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from negmine.dense import SHARD_SIZE  # corpus rows per faiss shard, as the local engine searches
 from negmine.errors import NegmineError, StageError
+from negmine.io import LazyTable
+
+# items queued per actor ahead of the results taken (ModelPool.map): one running, one waiting
+IN_FLIGHT = 2
+_END = object()
 
 
 def _ray():
@@ -130,20 +136,37 @@ class ModelPool:
         with _unwrapped(ray):
             self.dim = ray.get([a.load.remote(self.what, self.spec, self.max_length, self.precision) for a in self.actors])[0]
 
-    def map(self, method: str, items: list, batch_size: int) -> Iterator[np.ndarray]:
-        """``method(item, batch_size)`` of every item on the actors; results in the order of ``items``."""
+    def map(self, method: str, items: Iterable, batch_size: int, count: int | None = None) -> Iterator[np.ndarray]:
+        """``method(item, batch_size)`` of every item on the actors; results in the order of ``items``.
+
+        ``items`` may be a generator (``count`` then says how many it yields, for the number of actors to
+        start): it is read as actors become free, at most :data:`IN_FLIGHT` items per actor ahead of the
+        results taken, so the driver holds a window of items, not all of them."""
         ray = _ray()
-        if not items:
+        if count is None:
+            items = list(items)
+            count = len(items)
+        if not count:
             return iter(())
         if not self.actors:
-            self._start(len(items))
-        from ray.util import ActorPool
-
-        results = ActorPool(self.actors).map(lambda actor, item: getattr(actor, method).remote(item, batch_size), items)
+            self._start(count)
+        actors, source = list(self.actors), iter(items)
+        call = lambda i, item: getattr(actors[i % len(actors)], method).remote(item, batch_size)  # noqa: E731
 
         def ordered():
+            # item i runs on actor i mod n: an actor's calls run in the order sent, and the item sent when
+            # result i is taken (i + window) goes to the actor that has just finished it
+            window = IN_FLIGHT * len(actors)
+            pending = collections.deque(call(i, item) for i, item in zip(range(window), source))
+            sent = len(pending)
             with _unwrapped(ray):
-                yield from results
+                while pending:
+                    result = ray.get(pending.popleft())
+                    item = next(source, _END)
+                    if item is not _END:
+                        pending.append(call(sent, item))
+                        sent += 1
+                    yield result
 
         return ordered()
 
@@ -185,7 +208,7 @@ def encoder_pool(model: str, max_seq_length: int | None = 256, address: str | No
 
 
 def embed_corpus(
-    corpus: pa.Table,
+    corpus: "pa.Table | LazyTable",
     encoders: ModelPool,
     path,
     dtype: str = "float16",
@@ -199,39 +222,43 @@ def embed_corpus(
 
     ``parts_dir`` and ``resumed`` as there: the driver keeps each finished chunk in ``parts_dir`` and
     reads those already there instead of sending them out again, so an interrupted encode resumes (from
-    chunks either engine wrote: their bytes are the same).
+    chunks either engine wrote: their bytes are the same). The driver reads the corpus (a table or a
+    :class:`~negmine.io.LazyTable`) a chunk at a time as actors become free: it holds the texts of the
+    chunks in flight, not the corpus's.
     """
     from negmine.candidates import doc_texts
-    from negmine.dense import chunks, write_embeddings
+    from negmine.dense import corpus_slices, write_embeddings
 
-    parts = chunks(doc_texts(corpus), chunk_size)
+    texts = (doc_texts(chunk) for chunk in corpus_slices(corpus, chunk_size))
     if parts_dir is None:
-        blocks = encoders.map("encode", parts, batch_size)
+        blocks = encoders.map("encode", texts, batch_size, count=-(-len(corpus) // chunk_size))
         dim = encoders.dim
     else:
-        blocks, dim = _resumable_blocks(encoders, parts, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {})
+        sizes = [min(chunk_size, len(corpus) - start) for start in range(0, len(corpus), chunk_size)]
+        blocks, dim = _resumable_blocks(encoders, texts, sizes, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {})
     if dim is None:  # an empty corpus still gets a (0, dim) file
         encoders._start(1)
         dim = encoders.dim
-    emb = write_embeddings(path, blocks, corpus.num_rows, dim, dtype, progress)
+    emb = write_embeddings(path, blocks, len(corpus), dim, dtype, progress)
     if parts_dir is not None:
         shutil.rmtree(parts_dir, ignore_errors=True)
     return emb
 
 
-def _resumable_blocks(encoders: ModelPool, parts: list[list[str]], batch_size: int, parts_dir: Path, dtype: str, resumed: dict):
-    """(the blocks in corpus order, their width): kept chunks read from ``parts_dir``, the others encoded
-    on the actors and kept there (each written atomically) as they arrive."""
+def _resumable_blocks(encoders: ModelPool, texts: Iterator[list[str]], sizes: list[int], batch_size: int, parts_dir: Path, dtype: str, resumed: dict):
+    """(the blocks in corpus order, their width): kept chunks read from ``parts_dir``, the others (``texts``
+    gives every chunk's, in order; ``sizes`` their lengths) encoded on the actors and kept there (each
+    written atomically) as they arrive."""
     from negmine.dense import DTYPES, kept_part, save_part
 
-    kept = {i: block.shape for i, block in ((i, kept_part(parts_dir, i, len(texts), mmap=True)) for i, texts in enumerate(parts)) if block is not None}
+    kept = {i: block.shape for i, block in ((i, kept_part(parts_dir, i, rows, mmap=True)) for i, rows in enumerate(sizes)) if block is not None}
     resumed["documents"] = sum(shape[0] for shape in kept.values())
-    missing = [i for i in range(len(parts)) if i not in kept]
-    encoded = encoders.map("encode", [parts[i] for i in missing], batch_size)
+    missing = [i for i in range(len(sizes)) if i not in kept]
+    encoded = encoders.map("encode", (t for i, t in enumerate(texts) if i not in kept), batch_size, count=len(missing))
     dim = encoders.dim if missing else (next(iter(kept.values()))[1] if kept else None)
 
     def blocks():
-        for i in range(len(parts)):
+        for i in range(len(sizes)):
             if i in kept:
                 yield kept_part(parts_dir, i, kept[i][0])
             else:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from negmine.io import read_table, release_unused_memory, write_table
+from negmine.io import LazyTable, read_table, release_unused_memory, write_table
 from negmine.run import Run, measure
 from negmine.schemas import CANDIDATES, CLUSTERS, CORPUS, NEGATIVES, POSITIVE_SCORES, QRELS, QUERIES
 
@@ -227,7 +227,7 @@ def embed_stage(run: Run, model: str, max_seq_length: int | None = 256, dtype: s
     config = _embed_config(model, max_seq_length, dtype, batch_size, chunk_size, precision)
 
     def compute():
-        corpus = read_table(inputs[0], CORPUS, "corpus")
+        corpus = LazyTable(inputs[0], CORPUS, "corpus")  # read a chunk at a time as it is encoded
         encoder = loaded if loaded is not None else _encoder(engine, model, max_seq_length, ray_address, precision, ray_actors)
         # encoded chunks are kept until the stage ends: an interrupted encode resumes (on either engine)
         parts_dir, resumed = _embed_parts_dir(outputs[0], config, inputs), {}

@@ -86,3 +86,22 @@ def test_a_corpus_encode_holds_one_chunk_of_texts_at_a_time(tmp_path, model_path
     emb = negmine.dense.embed_corpus(corpus, model, tmp_path / "corpus.npy", chunk_size=16)
     assert sum(seen) == corpus.num_rows and max(seen) == 16
     assert emb.shape == (corpus.num_rows, 384)
+
+
+def test_a_corpus_read_lazily_gives_the_same_bytes(tmp_path, model_path):
+    """The embed stage reads the corpus file a chunk at a time (negmine.io.LazyTable): same chunks, same file."""
+    import negmine.dense
+    from negmine.ingest import ingest
+    from negmine.io import LazyTable, write_table
+    from negmine.schemas import CORPUS
+
+    from conftest import SAMPLE
+
+    corpus = ingest(SAMPLE).corpus
+    write_table(corpus, tmp_path / "corpus.parquet", CORPUS)
+    model = load_model(model_path, 32)
+    negmine.dense.embed_corpus(corpus, model, tmp_path / "table.npy", chunk_size=16)
+    negmine.dense.embed_corpus(LazyTable(tmp_path / "corpus.parquet", CORPUS), model, tmp_path / "lazy.npy", chunk_size=16, parts_dir=tmp_path / "parts", resumed={})
+    assert (tmp_path / "table.npy").read_bytes() == (tmp_path / "lazy.npy").read_bytes()
+    with pytest.raises(StageError, match="chunk size must be at least 1"):
+        negmine.dense.embed_corpus(LazyTable(tmp_path / "corpus.parquet", CORPUS), model, tmp_path / "x.npy", chunk_size=0)

@@ -159,6 +159,35 @@ def test_an_interrupted_encode_resumes_on_ray_from_the_kept_chunks(runs, tmp_pat
     assert not list(run.file("embeddings").glob(".corpus.parts-*"))
 
 
+
+@pytest.mark.slow
+def test_the_pool_reads_its_items_as_actors_free_up(ray_cluster, model_path):
+    """ModelPool.map takes a generator and keeps IN_FLIGHT items per actor ahead of the results taken
+    (the driver holds a window of chunk texts, not the corpus's); results come in the items' order."""
+    from negmine.dense import encode, load_model
+    from negmine.engine_ray import IN_FLIGHT, encoder_pool
+
+    parts = [[f"document {i} about topic {i % 3}", f"another text {i}"] for i in range(7)]
+    taken = []
+
+    def items():
+        for i, part in enumerate(parts):
+            taken.append(i)
+            yield part
+
+    pool = encoder_pool(model_path, 32, max_actors=1)
+    try:
+        results = pool.map("encode", items(), 8, count=len(parts))
+        first = next(results)
+        assert len(taken) == IN_FLIGHT + 1  # the window, refilled once
+        got = [first, *results]
+    finally:
+        pool.close()
+    assert taken == list(range(7))
+    model = load_model(model_path, 32)
+    for part, block in zip(parts, got, strict=True):
+        assert block.tobytes() == encode(model, part, 8).tobytes()
+
 @pytest.mark.slow
 def test_cross_encoder_parts_on_ray_actors_score_like_the_local_teacher(runs, tmp_path, model_path):
     """The real CrossEncoder code path (MiniLM weights, fresh 1-label head) in 3 parts of pairs."""

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from negmine.errors import BadInputError, RunLockedError
-from negmine.io import atomic_path, read_table, write_table
+from negmine.io import LazyTable, atomic_path, read_table, write_table
 from negmine.run import Run, measure
-from negmine.schemas import QRELS
+from negmine.schemas import CORPUS, QRELS
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -47,6 +47,46 @@ def test_read_checks_types_and_nulls(tmp_path):
     with pytest.raises(BadInputError, match="not a readable Parquet file"):
         read_table(path, QRELS, "qrels")
 
+
+
+def test_a_lazy_table_gives_the_tables_slices_whatever_its_row_groups(tmp_path):
+    path = tmp_path / "corpus.parquet"
+    table = pa.table({"doc_id": [f"d{i}" for i in range(50)], "title": [None if i % 3 else f"t{i}" for i in range(50)],
+                      "text": [f"text {i}" for i in range(50)], "extra": list(range(50))})
+    pq.write_table(table, path, row_group_size=7)  # slices cross row groups
+    whole = read_table(path, CORPUS, "corpus")
+    lazy = LazyTable(path, CORPUS, "corpus")
+    assert len(lazy) == lazy.num_rows == 50
+    for size in (1, 5, 7, 16, 50, 100):
+        got = list(lazy.slices(size))
+        assert [t.num_rows for t in got] == [min(size, 50 - s) for s in range(0, 50, size)]
+        assert all(t.schema == CORPUS for t in got)
+        assert pa.concat_tables(got).equals(whole)
+        assert [t.equals(whole.slice(s, size)) for t, s in zip(got, range(0, 50, size))] == [True] * len(got)
+    assert list(LazyTable(path, CORPUS).slices(8))[0].num_rows == 8  # read again from the start
+
+
+def test_a_lazy_table_checks_what_read_table_checks(tmp_path):
+    path = tmp_path / "corpus.parquet"
+    pq.write_table(pa.table({"doc_id": ["a"], "text": [1]}), path)
+    with pytest.raises(BadInputError, match="field 'title': missing column"):
+        LazyTable(path, CORPUS, "corpus")
+    pq.write_table(pa.table({"doc_id": ["a"], "title": ["t"], "text": [1]}), path)
+    with pytest.raises(BadInputError, match="field 'text': expected type string, found int64"):
+        LazyTable(path, CORPUS, "corpus")
+    # a null is found when its slice is read, named by its row in the file
+    pq.write_table(pa.table({"doc_id": [f"d{i}" if i != 23 else None for i in range(30)], "title": [None] * 30, "text": ["x"] * 30}), path, row_group_size=10)
+    lazy = LazyTable(path, CORPUS, "corpus")
+    slices = lazy.slices(8)
+    assert [next(slices).num_rows for _ in range(2)] == [8, 8]
+    with pytest.raises(BadInputError) as info:
+        next(slices)
+    assert str(info.value) == f"{path}, field 'doc_id': null value in non-nullable column (row 23)"
+    with pytest.raises(BadInputError, match="corpus file does not exist"):
+        LazyTable(tmp_path / "missing.parquet", CORPUS, "corpus")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(BadInputError, match="not a readable Parquet file"):
+        LazyTable(tmp_path / "bad.parquet", CORPUS, "corpus")
 
 def test_stage_is_fresh_until_config_input_or_output_changes(tmp_path):
     run = Run.open(tmp_path / "run")
