@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from negmine.candidates import candidates_table, doc_texts, positive_scores_table
 from negmine.errors import BadInputError, StageError
@@ -409,6 +410,33 @@ def drop_mapped_pages(array: np.ndarray) -> None:
         pass
 
 
+def embedding_rows(embeddings: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``embeddings[rows]`` as float32. From a memory-mapped ``.npy`` the rows are read from the file one by
+    one (``pread``): indexing the map instead faults in the pages around each row, and a thousand rows
+    scattered over a 1,000,000 × 384 float16 file left 300 MB of it resident. Where the rows are a good
+    share of the file (one in 64 or more: each of its pages is read anyway) the map is indexed, then its
+    pages dropped (:func:`drop_mapped_pages`)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    filename = getattr(embeddings, "filename", None)
+    if not isinstance(embeddings, np.memmap) or filename is None or not embeddings.flags.c_contiguous or embeddings.ndim != 2:
+        return np.asarray(embeddings[rows], dtype=np.float32)
+    if len(rows) * 64 >= embeddings.shape[0]:
+        out = np.asarray(embeddings[rows], dtype=np.float32)
+        drop_mapped_pages(embeddings)
+        return out
+    if len(rows) and (rows.min() < 0 or rows.max() >= embeddings.shape[0]):
+        raise IndexError(f"row out of range for {embeddings.shape[0]} embeddings")
+    out = np.empty((len(rows), embeddings.shape[1]), dtype=embeddings.dtype)
+    width = embeddings.shape[1] * embeddings.itemsize
+    fd = os.open(filename, os.O_RDONLY)
+    try:
+        for i, row in enumerate(rows.tolist()):
+            out[i] = np.frombuffer(os.pread(fd, width, embeddings.offset + row * width), dtype=embeddings.dtype)
+    finally:
+        os.close(fd)
+    return out.astype(np.float32, copy=False)
+
+
 INDEXES = ("flat", "ivf", "hnsw")
 RECALL_SAMPLE = 1000  # queries searched exactly as well, to report an approximate index's recall against flat
 
@@ -435,7 +463,7 @@ def build_index(embeddings: np.ndarray, kind: str = "flat", nlist: int | None = 
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         train_rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, 256 * nlist), replace=False))
-        index.train(np.ascontiguousarray(embeddings[train_rows], dtype=np.float32))
+        index.train(np.ascontiguousarray(embedding_rows(embeddings, train_rows)))
         drop_mapped_pages(embeddings)
         index.nprobe = min(nprobe, nlist)
     else:
@@ -467,8 +495,11 @@ def top_k(index, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     """The ``k`` best rows of ``index`` per query, by score descending then row ascending.
 
     faiss orders (and cuts) equal scores by its heap's internals; searching one row more than
-    asked shows whether a tie straddles the cut-off, and only those queries are searched again
-    deeper. Returns ``(scores, rows)`` of shape (queries, min(k, index.ntotal)).
+    asked shows whether a tie straddles the cut-off, and those queries are searched again deeper.
+    The deeper search sends the whole batch again: faiss's float for a (query, row) pair depends on
+    how many queries share the call (a subset of a 1,000-query batch gets floats that differ in the
+    last bit), so searching only the tied queries would make the scores depend on where ties fell —
+    on the shard size, for one. Returns ``(scores, rows)`` of shape (queries, min(k, index.ntotal)).
     """
     n = int(index.ntotal)
     k = min(k, n)
@@ -477,9 +508,11 @@ def top_k(index, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     scores_k = np.empty((len(query_embeddings), k), np.float32)
     rows_k = np.empty((len(query_embeddings), k), np.int64)
     todo, depth = np.arange(len(query_embeddings)), k + 1
+    queries = np.ascontiguousarray(query_embeddings)
     while len(todo):
         depth = min(depth, n)
-        scores, rows = index.search(np.ascontiguousarray(query_embeddings[todo]), depth)
+        scores, rows = index.search(queries, depth)
+        scores, rows = scores[todo], rows[todo]
         cut = (scores[:, k - 1] == scores[:, depth - 1]) & (depth < n) if depth > k else np.zeros(len(todo), bool)
         done = ~cut
         order = np.lexsort((rows[done], -scores[done]), axis=-1)[:, :k]
@@ -498,9 +531,13 @@ def merge_top_k(shards: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np
     return np.take_along_axis(scores, order, -1), np.take_along_axis(rows, order, -1)
 
 
-def ranked_hits(scores: np.ndarray, rows: np.ndarray, ids: list[str]) -> list[list[tuple[str, float]]]:
-    """Per query, its (doc_id, score) best first (faiss's -1 rows, "no result", dropped)."""
-    return [[(ids[r], float(s)) for r, s in zip(row_r, row_s) if r >= 0] for row_r, row_s in zip(rows, scores)]
+def ranked_hits(scores: np.ndarray, rows: np.ndarray, ids: "pa.Array | pa.ChunkedArray") -> list[list[tuple[str, float]]]:
+    """Per query, its (doc_id, score) best first (faiss's -1 rows, "no result", dropped); ``ids`` is the
+    corpus's doc_id column, of which only the rows found become Python strings (a list of every id
+    would cost ~60 MB per million documents)."""
+    found = rows >= 0
+    names = iter(ids.take(pa.array(rows[found])).to_pylist())
+    return [[(next(names), float(s)) for ok, s in zip(row_ok, row_s) if ok] for row_ok, row_s in zip(found, scores)]
 
 
 def check_embeddings(corpus: pa.Table, corpus_embeddings: np.ndarray) -> None:
@@ -511,9 +548,11 @@ def check_embeddings(corpus: pa.Table, corpus_embeddings: np.ndarray) -> None:
 
 
 # Corpus rows per exact-search shard: a multiple of faiss's 1,024-row BLAS block, so every score is
-# computed by the same BLAS call as in one index over the whole corpus (same floats); 262,144 rows
-# of 384 dimensions are a 384 MB float32 index, whatever the corpus size.
-SHARD_SIZE = 1 << 18
+# computed by the same BLAS call as in one index over the whole corpus (same floats); 65,536 rows of
+# 384 dimensions are a 96 MB float32 index, whatever the corpus size. On a 1M × 384 corpus and 1,000
+# queries, shards of 32,768 / 65,536 / 131,072 / 262,144 rows searched in about the same time
+# (14–16 s, the stage's run-to-run spread) and peaked at 677 / 668 / 837 / 1,018 MB.
+SHARD_SIZE = 1 << 16
 
 
 def sharded_top_k(embeddings: np.ndarray, query_batches: list[np.ndarray], k: int, shard_size: int = SHARD_SIZE) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -564,7 +603,7 @@ def dense_candidates(
     check_embeddings(corpus, corpus_embeddings)
     if threads:
         faiss.omp_set_num_threads(threads)
-    ids = corpus.column("doc_id").to_pylist()
+    ids = corpus.column("doc_id")
     hits, query_emb = [], []
     if index == "flat":  # exact: the corpus a shard at a time, so the float32 copy faiss searches stays bounded
         for texts in chunks(queries.column("text").to_pylist(), query_batch):
@@ -599,16 +638,16 @@ def dense_tables(
 ) -> tuple[pa.Table, pa.Table]:
     """``(candidates, positive_scores)`` from each query's ranked hits; positives retrieval missed are
     scored ⟨E(q), E(d+)⟩ from the query and stored corpus embeddings."""
-    ids = corpus.column("doc_id").to_pylist()
     qids = queries.column("query_id").to_pylist()
     candidates = candidates_table(qids, hits, "dense")
     query_emb = np.concatenate(query_emb) if query_emb else np.zeros((0, corpus_embeddings.shape[1]), np.float32)
     row_of_query = {q: i for i, q in enumerate(qids)}
-    row_of_doc = {d: i for i, d in enumerate(ids)}
 
     def score_missing(pairs):
         q = query_emb[[row_of_query[p[0]] for p in pairs]]
-        d = np.asarray(corpus_embeddings[[row_of_doc[p[1]] for p in pairs]], dtype=np.float32)
+        # the positives' rows by Arrow's hash lookup (doc ids are unique): no dict of every id in Python
+        doc_rows = pc.index_in(pa.array([p[1] for p in pairs], pa.string()), value_set=corpus.column("doc_id").combine_chunks())
+        d = embedding_rows(corpus_embeddings, doc_rows.to_numpy(zero_copy_only=False))
         return np.einsum("ij,ij->i", q, d).tolist()
 
     return candidates, positive_scores_table(candidates, qrels, qids, "dense", score_missing)

@@ -305,7 +305,7 @@ def dense_candidates(
     query_emb = list(encoders.map("encode", chunks(queries.column("text").to_pylist(), query_batch), batch_size))
     encoders.release()  # their CPUs/GPUs go to the search tasks
     connect(encoders.address)
-    ids = corpus.column("doc_id").to_pylist()
+    ids = corpus.column("doc_id")
     k_eff = min(k, len(ids))
     query_refs = [ray.put(emb) for emb in query_emb]
     search = ray.remote(_search_shard).options(num_cpus=1)

@@ -139,3 +139,53 @@ def test_sharded_exact_search_is_one_index_search():
     assert [s.shape for s, _ in sharded_top_k(corpus[:0], batches, 5)] == [(40, 0), (7, 0), (0, 0)]
     with pytest.raises(StageError):
         sharded_top_k(corpus, batches, 5, 0)
+
+
+def test_scores_do_not_depend_on_which_queries_had_ties():
+    """A query whose k-th score ties is searched again deeper; faiss's floats depend on how many queries
+    share a search call, so the deeper search sends the whole batch: every score is the one a single
+    deep search of the batch gives, whichever queries tied (and so whatever the shard size)."""
+    from negmine.dense import _flat_index, sharded_top_k
+
+    rng = np.random.default_rng(5)
+    corpus = rng.standard_normal((6000, 384)).astype(np.float16)
+    corpus[3000:3200] = corpus[:200]  # some rows twice: ties for the queries near them
+    queries = rng.standard_normal((1000, 384)).astype(np.float32)
+    queries[:40] = corpus[:40].astype(np.float32) + rng.standard_normal((40, 384)).astype(np.float32) * 0.01
+    index = _flat_index(corpus)
+    deep_scores, deep_rows = index.search(queries, 6000)
+    for k in (1, 2, 9):
+        scores, rows = top_k(index, queries, k)
+        tied = index.search(queries, k + 1)[0]
+        assert 0 < (tied[:, k - 1] == tied[:, k]).sum() < len(queries)  # some queries tie at the cut, not all
+        for q in range(len(queries)):
+            lookup = dict(zip(deep_rows[q].tolist(), deep_scores[q].tolist()))
+            assert [lookup[r] for r in rows[q].tolist()] == scores[q].tolist(), (k, q)
+        for shard_size in (1024, 2048, 4096):
+            (got_scores, got_rows), = sharded_top_k(corpus, [queries], k, shard_size)
+            np.testing.assert_array_equal(got_rows, rows)
+            np.testing.assert_array_equal(got_scores, scores)
+
+
+def test_embedding_rows_reads_the_rows_a_map_would_give(tmp_path):
+    from negmine.dense import embedding_rows
+
+    matrix = np.random.default_rng(1).standard_normal((5000, 24)).astype(np.float16)
+    np.save(tmp_path / "e.npy", matrix)
+    mapped = np.load(tmp_path / "e.npy", mmap_mode="r")
+    for rows in ([4999, 0, 17, 17], list(range(0, 5000, 3)), []):  # a few rows (read one by one), many (the map)
+        got = embedding_rows(mapped, np.array(rows, dtype=np.int64))
+        assert got.dtype == np.float32 and got.shape == (len(rows), 24)
+        np.testing.assert_array_equal(got, matrix[rows].astype(np.float32))
+        np.testing.assert_array_equal(embedding_rows(matrix, rows), got)  # an in-memory array
+    with pytest.raises(IndexError):
+        embedding_rows(mapped, [5000])
+
+
+def test_ranked_hits_names_the_rows_found():
+    from negmine.dense import ranked_hits
+
+    ids = pa.chunked_array([["a", "b"], ["c", "d"]])
+    scores = np.array([[0.9, 0.5, 0.1], [0.7, -1.0, -1.0]], np.float32)
+    rows = np.array([[3, 0, 2], [1, -1, -1]])
+    assert ranked_hits(scores, rows, ids) == [[("d", pytest.approx(0.9)), ("a", 0.5), ("c", pytest.approx(0.1))], [("b", pytest.approx(0.7))]]
