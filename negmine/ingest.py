@@ -5,7 +5,8 @@ Layouts:
     msmarco  collection.tsv, queries.{split}.tsv or queries.tsv, qrels.{split}.tsv (TREC: qid 0 pid rel)
     parquet  corpus.parquet, queries.parquet, qrels/{split}.parquet or qrels.parquet
 
-Everything is validated before anything is written: invalid JSON, missing or mistyped fields,
+Everything is validated before any table is in place (with ``corpus_file`` the corpus is written
+to that temporary file as it is read, and removed if the dataset is invalid): invalid JSON, missing or mistyped fields,
 wrong column counts, duplicate ids, empty text, qrels naming unknown queries or documents and
 undecodable bytes each raise :class:`BadInputError` naming the file, the line (or row) and the field.
 A UTF-8 byte-order mark and CRLF line ends are accepted. A line may be up to ``MAX_LINE_BYTES``
@@ -16,6 +17,7 @@ Queries without a positive (relevance > 0) in the chosen split are left out and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -23,9 +25,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from negmine.errors import BadInputError
-from negmine.io import read_table
+from negmine.io import PARQUET_OPTIONS, LazyTable, read_table
 from negmine.schemas import CORPUS, QRELS, QUERIES
 
 FORMATS = ("auto", "beir", "msmarco", "parquet")
@@ -119,18 +122,21 @@ class _Collector:
 
     With a ``schema`` (id column first), every :attr:`BATCH_ROWS` rows become an Arrow record batch and
     :meth:`table` joins them: a 1,000,000-document corpus is never a million Python strings at once.
-    Without, the rows stay in :attr:`ids` and :attr:`columns`.
+    With a ``sink`` as well, each batch is written there as a Parquet row group instead of kept, and
+    :meth:`table` is a :class:`~negmine.io.LazyTable` over the file: the table is never held at all.
+    Without a schema, the rows stay in :attr:`ids` and :attr:`columns`.
     """
 
     BATCH_ROWS = 1 << 16  # a corpus up to this size is one chunk, as a single pa.table() would make it
 
-    def __init__(self, path: Path, id_field: str, unit: str = "line", schema: pa.Schema | None = None):
-        self.path, self.id_field, self.unit, self.schema = path, id_field, unit, schema
+    def __init__(self, path: Path, id_field: str, unit: str = "line", schema: pa.Schema | None = None, sink: Path | None = None):
+        self.path, self.id_field, self.unit, self.schema, self.sink = path, id_field, unit, schema, sink
         self.ids: list[str] = []
         self.seen: dict[str, int] = {}
         self.columns: dict[str, list] = {}
         self.rows = 0
         self.batches: list[pa.RecordBatch] = []
+        self.writer: pq.ParquetWriter | None = None
 
     def add(self, where: int, doc_id: str, **values) -> None:
         if not doc_id.strip():
@@ -151,13 +157,24 @@ class _Collector:
     def _flush(self) -> None:
         if self.ids:
             data = {self.schema.names[0]: self.ids, **self.columns}
-            self.batches.append(pa.RecordBatch.from_pydict({name: data[name] for name in self.schema.names}, schema=self.schema))
+            batch = pa.RecordBatch.from_pydict({name: data[name] for name in self.schema.names}, schema=self.schema)
+            if self.sink is None:
+                self.batches.append(batch)
+            else:
+                if self.writer is None:
+                    self.writer = pq.ParquetWriter(self.sink, self.schema, **PARQUET_OPTIONS)
+                self.writer.write_batch(batch)
             self.ids, self.columns = [], {}
 
-    def table(self) -> pa.Table:
-        """The rows added, as a table of ``schema``."""
+    def table(self) -> "pa.Table | LazyTable":
+        """The rows added, as a table of ``schema`` (with a ``sink``: the file written, read lazily)."""
         self._flush()
-        return pa.Table.from_batches(self.batches, schema=self.schema)
+        if self.sink is None:
+            return pa.Table.from_batches(self.batches, schema=self.schema)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.sink, self.schema, **PARQUET_OPTIONS)
+        self.writer.close()
+        return LazyTable(self.sink, self.schema, "corpus")
 
     def _error(self, where: int, message: str, field_name: str) -> BadInputError:
         if self.unit == "line":
@@ -184,10 +201,10 @@ def _qrels_rows(rows: Iterator[tuple[int, str, str, str]], path: Path, unit: str
     return out
 
 
-def read_beir(data_dir: str | Path, split: str = "train") -> Dataset:
+def read_beir(data_dir: str | Path, split: str = "train", corpus_file: Path | None = None) -> Dataset:
     data_dir = Path(data_dir)
     corpus_path, queries_path = data_dir / "corpus.jsonl", data_dir / "queries.jsonl"
-    corpus = _Collector(corpus_path, "_id", schema=CORPUS)
+    corpus = _Collector(corpus_path, "_id", schema=CORPUS, sink=corpus_file)
     for number, rec in _json_records(corpus_path, "_id", {"title": False, "text": True}):
         corpus.add(number, rec["id"], title=rec["title"], text=rec["text"])
     queries = _Collector(queries_path, "_id")
@@ -199,10 +216,10 @@ def read_beir(data_dir: str | Path, split: str = "train") -> Dataset:
     return _assemble(corpus, queries, qrels, qrels_path, "line", split)
 
 
-def read_msmarco(data_dir: str | Path, split: str = "train") -> Dataset:
+def read_msmarco(data_dir: str | Path, split: str = "train", corpus_file: Path | None = None) -> Dataset:
     data_dir = Path(data_dir)
     corpus_path = data_dir / "collection.tsv"
-    corpus = _Collector(corpus_path, "pid", schema=CORPUS)
+    corpus = _Collector(corpus_path, "pid", schema=CORPUS, sink=corpus_file)
     for number, (pid, text) in _tsv_rows(corpus_path, 2):
         corpus.add(number, pid.strip(), title=None, text=text)
     queries_path = data_dir / f"queries.{split}.tsv"
@@ -222,18 +239,21 @@ def read_msmarco(data_dir: str | Path, split: str = "train") -> Dataset:
     return _assemble(corpus, queries, qrels, qrels_path, "line", split)
 
 
-def read_parquet_dataset(data_dir: str | Path, split: str = "train") -> Dataset:
+def read_parquet_dataset(data_dir: str | Path, split: str = "train", corpus_file: Path | None = None) -> Dataset:
     data_dir = Path(data_dir)
     corpus_path, queries_path = data_dir / "corpus.parquet", data_dir / "queries.parquet"
     qrels_path = data_dir / "qrels" / f"{split}.parquet"
     if not qrels_path.exists():
         qrels_path = data_dir / "qrels.parquet"
-    corpus_table = read_table(corpus_path, CORPUS, "corpus")
+    corpus_table = LazyTable(corpus_path, CORPUS, "corpus")  # read a slice at a time
     queries_table = read_table(queries_path, QUERIES, "queries")
     qrels_table = read_table(qrels_path, QRELS, "qrels")
-    corpus = _Collector(corpus_path, "doc_id", unit="row", schema=CORPUS)
-    for row, (did, title, text) in enumerate(zip(*(corpus_table.column(c).to_pylist() for c in CORPUS.names))):
-        corpus.add(row, did, title=title, text=text)
+    corpus = _Collector(corpus_path, "doc_id", unit="row", schema=CORPUS, sink=corpus_file)
+    row = 0
+    for part in corpus_table.slices(_Collector.BATCH_ROWS):
+        for did, title, text in zip(*(part.column(c).to_pylist() for c in CORPUS.names)):
+            corpus.add(row, did, title=title, text=text)
+            row += 1
     queries = _Collector(queries_path, "query_id", unit="row")
     for row, (qid, text) in enumerate(zip(*(queries_table.column(c).to_pylist() for c in QUERIES.names))):
         queries.add(row, qid, text=text)
@@ -322,10 +342,24 @@ def source_files(data_dir: str | Path, fmt: str, split: str = "train") -> list[P
 READERS = {"beir": read_beir, "msmarco": read_msmarco, "parquet": read_parquet_dataset}
 
 
-def ingest(data_dir: str | Path, fmt: str = "auto", split: str = "train") -> Dataset:
-    """Read and validate a dataset; return corpus, queries (those with a positive in ``split``) and qrels."""
+def ingest(data_dir: str | Path, fmt: str = "auto", split: str = "train", corpus_file: str | Path | None = None) -> Dataset:
+    """Read and validate a dataset; return corpus, queries (those with a positive in ``split``) and qrels.
+
+    With ``corpus_file``, the corpus is written there as Parquet while it is read (row groups of
+    65,536 documents) and the dataset's corpus is a :class:`~negmine.io.LazyTable` over that file, so
+    no corpus is held in memory whatever its size; a corpus that fits one row group gives the bytes
+    :func:`negmine.io.write_table` would. The caller owns the file; if the dataset is invalid it is
+    removed and the error raised."""
     if fmt not in FORMATS:
         raise BadInputError(data_dir, f"unknown format {fmt!r}; choose from {sorted(FORMATS)}")
     if fmt == "auto":
         fmt = detect_format(data_dir)
-    return READERS[fmt](data_dir, split)
+    if corpus_file is None:
+        return READERS[fmt](data_dir, split)
+    corpus_file = Path(corpus_file)
+    try:
+        return READERS[fmt](data_dir, split, corpus_file)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            corpus_file.unlink()
+        raise

@@ -122,11 +122,15 @@ def clean_temporaries(root: str | os.PathLike) -> list[str]:
     return removed
 
 
+# how every table is written (a ParquetWriter streaming batches uses the same options)
+PARQUET_OPTIONS = {"compression": "zstd"}
+
+
 def write_table(table: pa.Table, path: str | os.PathLike, schema: pa.Schema) -> Path:
     """Cast ``table`` to ``schema`` and write it atomically as Parquet (deterministic bytes)."""
     table = table.select(schema.names).cast(schema)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
+        pq.write_table(table, tmp, row_group_size=1 << 20, **PARQUET_OPTIONS)
     return Path(path)
 
 

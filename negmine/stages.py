@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from negmine.io import LazyTable, read_table, release_unused_memory, write_table
+from negmine.io import LazyTable, atomic_path, read_table, release_unused_memory, write_table
 from negmine.run import Run, measure
 from negmine.schemas import CANDIDATES, CLUSTERS, CORPUS, NEGATIVES, POSITIVE_SCORES, QRELS, QUERIES
 
@@ -101,8 +101,15 @@ def ingest_stage(run: Run, data_dir: str | Path, fmt: str = "auto", split: str =
     config = {"format": fmt_resolved, "split": split}
 
     def compute():
-        dataset = ingest_mod.ingest(data_dir, fmt_resolved, split)
-        write_table(dataset.corpus, outputs[0], CORPUS)
+        # the corpus goes to a temporary file as it is read (never held whole), renamed once all is valid;
+        # a killed ingest leaves it to clean_temporaries (".corpus.parquet.*.tmp")
+        spool = outputs[0].parent / f".{outputs[0].name}.ingest.tmp"
+        try:
+            dataset = ingest_mod.ingest(data_dir, fmt_resolved, split, corpus_file=spool)
+            with atomic_path(outputs[0]) as tmp:
+                os.replace(spool, tmp)
+        finally:
+            spool.unlink(missing_ok=True)
         write_table(dataset.queries, outputs[1], QUERIES)
         write_table(dataset.qrels, outputs[2], QRELS)
         return dataset.stats

@@ -150,3 +150,67 @@ def test_a_corpus_is_collected_in_arrow_batches(tmp_path, monkeypatch):
     with pytest.raises(BadInputError, match=rf"duplicate id '{first}' \(first seen at line 1\)") as raised:
         ingest_mod.ingest(data)
     assert raised.value.line == len(lines) + 1
+
+
+@pytest.mark.parametrize("layout", ["beir", "msmarco", "parquet"])
+def test_a_corpus_written_as_it_is_read_is_the_same_table(tmp_path, monkeypatch, layout):
+    """ingest(corpus_file=…) writes each batch of the corpus to that file as a row group and returns it
+    as a LazyTable: the same rows as the in-memory table; up to one batch, the bytes write_table gives."""
+    from negmine import ingest as ingest_mod
+    from negmine.io import LazyTable, read_table, write_table
+    from negmine.schemas import CORPUS
+
+    data = tmp_path / "data"
+    whole = ingest_mod.ingest(SAMPLE)
+    if layout == "beir":
+        shutil.copytree(SAMPLE, data)
+    else:
+        data.mkdir()
+        if layout == "parquet":
+            write_table(whole.corpus, data / "corpus.parquet", CORPUS)
+            pq.write_table(whole.queries, data / "queries.parquet")
+            pq.write_table(whole.qrels, data / "qrels.parquet")
+        else:
+            with open(data / "collection.tsv", "w") as f:
+                for d, t in zip(whole.corpus.column("doc_id").to_pylist(), whole.corpus.column("text").to_pylist()):
+                    f.write(f"{d}\t{t}\n")
+            (data / "queries.tsv").write_text("".join(f"{q}\t{t}\n" for q, t in zip(*(whole.queries.column(c).to_pylist() for c in ("query_id", "text")))))
+            (data / "qrels.train.tsv").write_text("".join(f"{q} 0 {d} {r}\n" for q, d, r in zip(*(whole.qrels.column(c).to_pylist() for c in ("query_id", "doc_id", "relevance")))))
+    expected = ingest_mod.ingest(data)
+    write_table(expected.corpus, tmp_path / "expected.parquet", CORPUS)
+    streamed = ingest_mod.ingest(data, corpus_file=tmp_path / "streamed.parquet")
+    assert isinstance(streamed.corpus, LazyTable) and streamed.stats == expected.stats
+    assert (tmp_path / "streamed.parquet").read_bytes() == (tmp_path / "expected.parquet").read_bytes()
+    assert streamed.queries.equals(expected.queries) and streamed.qrels.equals(expected.qrels)
+    monkeypatch.setattr(ingest_mod._Collector, "BATCH_ROWS", 7)
+    ingest_mod.ingest(data, corpus_file=tmp_path / "groups.parquet")
+    rows = expected.corpus.num_rows
+    assert pq.ParquetFile(tmp_path / "groups.parquet").metadata.num_row_groups == -(-rows // 7)
+    assert read_table(tmp_path / "groups.parquet", CORPUS).equals(expected.corpus)
+
+
+def test_an_invalid_dataset_leaves_no_corpus_file(tmp_path, beir_dir):
+    from negmine.run import Run
+    from negmine.stages import ingest_stage
+
+    (beir_dir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tnope\t1\n")
+    with pytest.raises(BadInputError, match="unknown document 'nope'"):
+        ingest(beir_dir, corpus_file=tmp_path / "corpus.parquet")
+    assert not (tmp_path / "corpus.parquet").exists()
+    run = Run.open(tmp_path / "run")
+    with pytest.raises(BadInputError, match="unknown document 'nope'"):
+        ingest_stage(run, beir_dir)
+    assert sorted(p.name for p in run.path.iterdir() if p.name.startswith(("corpus", ".corpus"))) == []
+
+
+def test_a_parquet_corpus_is_read_in_slices_and_rows_are_numbered_across_them(tmp_path, monkeypatch):
+    from negmine import ingest as ingest_mod
+
+    ids = [f"d{i}" for i in range(20)] + ["d3"]
+    pq.write_table(pa.table({"doc_id": ids, "title": [None] * 21, "text": ["x"] * 21}), tmp_path / "corpus.parquet", row_group_size=6)
+    pq.write_table(pa.table({"query_id": ["q"], "text": ["x?"]}), tmp_path / "queries.parquet")
+    pq.write_table(pa.table({"query_id": ["q"], "doc_id": ["d1"], "relevance": [1]}), tmp_path / "qrels.parquet")
+    monkeypatch.setattr(ingest_mod._Collector, "BATCH_ROWS", 8)
+    with pytest.raises(BadInputError) as info:
+        ingest(tmp_path)
+    assert str(info.value) == f"{tmp_path / 'corpus.parquet'}, field 'doc_id': row 20: duplicate id 'd3' (first seen at row 3)"
