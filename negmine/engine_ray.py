@@ -110,6 +110,22 @@ class _ModelWorker:
         return self.model.run_part(part, batch_size)
 
 
+def _in_order(ray, submit: Callable, items: Iterable, window: int) -> Iterator:
+    """``ray.get(submit(i, item))`` for each item in order, with at most ``window`` submitted and not yet
+    taken: ``items`` (a generator, say) is read only as results are taken."""
+    source = iter(items)
+    pending = collections.deque(submit(i, item) for i, item in zip(range(window), source))
+    sent = len(pending)
+    with _unwrapped(ray):
+        while pending:
+            result = ray.get(pending.popleft())
+            item = next(source, _END)
+            if item is not _END:
+                pending.append(submit(sent, item))
+                sent += 1
+            yield result
+
+
 class ModelPool:
     """A pool of :class:`_ModelWorker` actors, started on first use: one per GPU when the cluster has
     GPUs, else one per CPU (at most ``max_actors``, and never more than there are parts)."""
@@ -150,25 +166,11 @@ class ModelPool:
             return iter(())
         if not self.actors:
             self._start(count)
-        actors, source = list(self.actors), iter(items)
+        actors = list(self.actors)
+        # item i runs on actor i mod n: an actor's calls run in the order sent, and the item sent when
+        # result i is taken (i + window) goes to the actor that has just finished it
         call = lambda i, item: getattr(actors[i % len(actors)], method).remote(item, batch_size)  # noqa: E731
-
-        def ordered():
-            # item i runs on actor i mod n: an actor's calls run in the order sent, and the item sent when
-            # result i is taken (i + window) goes to the actor that has just finished it
-            window = IN_FLIGHT * len(actors)
-            pending = collections.deque(call(i, item) for i, item in zip(range(window), source))
-            sent = len(pending)
-            with _unwrapped(ray):
-                while pending:
-                    result = ray.get(pending.popleft())
-                    item = next(source, _END)
-                    if item is not _END:
-                        pending.append(call(sent, item))
-                        sent += 1
-                    yield result
-
-        return ordered()
+        return _in_order(ray, call, items, IN_FLIGHT * len(actors))
 
     def release(self) -> None:
         """Stop the actors (their CPUs/GPUs go back to the cluster); the next :meth:`map` starts new ones."""
@@ -309,12 +311,15 @@ def dense_candidates(
     k_eff = min(k, len(ids))
     query_refs = [ray.put(emb) for emb in query_emb]
     search = ray.remote(_search_shard).options(num_cpus=1)
-    shards = [
-        search.remote(ray.put(np.ascontiguousarray(corpus_embeddings[start : start + shard_size])), start, k_eff, threads or 1, *query_refs)
-        for start in range(0, len(ids), shard_size)
-    ]
-    with _unwrapped(ray):
-        per_shard = ray.get(shards)
+    # a shard is copied into the object store when its task is sent: at most IN_FLIGHT per CPU at a time,
+    # not the whole embeddings matrix at once
+    window = IN_FLIGHT * max(int(ray.cluster_resources().get("CPU", 1)), 1)
+    per_shard = list(_in_order(
+        ray,
+        lambda _, start: search.remote(ray.put(np.ascontiguousarray(corpus_embeddings[start : start + shard_size])), start, k_eff, threads or 1, *query_refs),
+        range(0, len(ids), shard_size),
+        window,
+    ))
     hits = []
     for b, emb in enumerate(query_emb):
         if per_shard:
