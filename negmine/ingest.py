@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from negmine.errors import BadInputError
-from negmine.io import PARQUET_OPTIONS, LazyTable, read_table
+from negmine.io import PARQUET_OPTIONS, LazyTable, output_errors, read_table
 from negmine.schemas import CORPUS, QRELS, QUERIES
 
 FORMATS = ("auto", "beir", "msmarco", "parquet")
@@ -161,19 +161,22 @@ class _Collector:
             if self.sink is None:
                 self.batches.append(batch)
             else:
-                if self.writer is None:
-                    self.writer = pq.ParquetWriter(self.sink, self.schema, **PARQUET_OPTIONS)
-                self.writer.write_batch(batch)
+                with output_errors(self.sink):
+                    self._writer().write_batch(batch)
             self.ids, self.columns = [], {}
+
+    def _writer(self) -> pq.ParquetWriter:
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.sink, self.schema, **PARQUET_OPTIONS)
+        return self.writer
 
     def table(self) -> "pa.Table | LazyTable":
         """The rows added, as a table of ``schema`` (with a ``sink``: the file written, read lazily)."""
         self._flush()
         if self.sink is None:
             return pa.Table.from_batches(self.batches, schema=self.schema)
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.sink, self.schema, **PARQUET_OPTIONS)
-        self.writer.close()
+        with output_errors(self.sink):
+            self._writer().close()
         return LazyTable(self.sink, self.schema, "corpus")
 
     def _error(self, where: int, message: str, field_name: str) -> BadInputError:
@@ -348,8 +351,9 @@ def ingest(data_dir: str | Path, fmt: str = "auto", split: str = "train", corpus
     With ``corpus_file``, the corpus is written there as Parquet while it is read (row groups of
     65,536 documents) and the dataset's corpus is a :class:`~negmine.io.LazyTable` over that file, so
     no corpus is held in memory whatever its size; a corpus that fits one row group gives the bytes
-    :func:`negmine.io.write_table` would. The caller owns the file; if the dataset is invalid it is
-    removed and the error raised."""
+    :func:`negmine.io.write_table` would. The caller owns the file; if the dataset is invalid, or the
+    file cannot be written (:class:`~negmine.errors.OutputError` naming it), it is removed and the
+    error raised."""
     if fmt not in FORMATS:
         raise BadInputError(data_dir, f"unknown format {fmt!r}; choose from {sorted(FORMATS)}")
     if fmt == "auto":

@@ -85,6 +85,18 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def output_errors(target: str | os.PathLike) -> Iterator[None]:
+    """An OS error inside that means ``target`` cannot be written (disk full, file too large, read-only,
+    permission …) is raised as :class:`OutputError` naming it; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _WRITE_ERRNOS:
+            raise OutputError(target, exc) from None
+        raise
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make a rename durable (best effort: some filesystems refuse to fsync a directory)."""
     with contextlib.suppress(OSError):

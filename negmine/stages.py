@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from negmine.errors import OutputError
 from negmine.io import LazyTable, atomic_path, read_table, release_unused_memory, write_table
 from negmine.run import Run, measure
 from negmine.schemas import CANDIDATES, CLUSTERS, CORPUS, NEGATIVES, POSITIVE_SCORES, QRELS, QUERIES
@@ -105,7 +106,12 @@ def ingest_stage(run: Run, data_dir: str | Path, fmt: str = "auto", split: str =
         # a killed ingest leaves it to clean_temporaries (".corpus.parquet.*.tmp")
         spool = outputs[0].parent / f".{outputs[0].name}.ingest.tmp"
         try:
-            dataset = ingest_mod.ingest(data_dir, fmt_resolved, split, corpus_file=spool)
+            try:
+                dataset = ingest_mod.ingest(data_dir, fmt_resolved, split, corpus_file=spool)
+            except OutputError as exc:  # the temporary file is ours: the output it stands for is corpus.parquet
+                if exc.path != str(spool):
+                    raise
+                raise OutputError(outputs[0], OSError(exc.errno, os.strerror(exc.errno))) from None
             with atomic_path(outputs[0]) as tmp:
                 os.replace(spool, tmp)
         finally:
