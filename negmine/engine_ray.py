@@ -297,7 +297,7 @@ def dense_candidates(
 ) -> tuple[pa.Table, pa.Table]:
     """:func:`negmine.dense.dense_candidates` with query batches encoded on Ray actors and the search
     sharded over Ray tasks of one CPU each (``shard_size`` corpus rows, ``threads`` faiss threads); same tables."""
-    from negmine.dense import check_embeddings, chunks, dense_tables, merge_top_k, ranked_hits
+    from negmine.dense import check_embeddings, chunks, dense_tables, drop_mapped_pages, merge_top_k, ranked_hits
 
     check_embeddings(corpus, corpus_embeddings)
     shard_size = shard_size or SHARD_SIZE
@@ -311,15 +311,16 @@ def dense_candidates(
     k_eff = min(k, len(ids))
     query_refs = [ray.put(emb) for emb in query_emb]
     search = ray.remote(_search_shard).options(num_cpus=1)
-    # a shard is copied into the object store when its task is sent: at most IN_FLIGHT per CPU at a time,
-    # not the whole embeddings matrix at once
+
+    def send(_, start: int):
+        # a shard is copied into the object store when its task is sent (at most IN_FLIGHT per CPU at a
+        # time, not the whole embeddings matrix at once), and the map's pages it was read through dropped
+        shard = ray.put(np.ascontiguousarray(corpus_embeddings[start : start + shard_size]))
+        drop_mapped_pages(corpus_embeddings)
+        return search.remote(shard, start, k_eff, threads or 1, *query_refs)
+
     window = IN_FLIGHT * max(int(ray.cluster_resources().get("CPU", 1)), 1)
-    per_shard = list(_in_order(
-        ray,
-        lambda _, start: search.remote(ray.put(np.ascontiguousarray(corpus_embeddings[start : start + shard_size])), start, k_eff, threads or 1, *query_refs),
-        range(0, len(ids), shard_size),
-        window,
-    ))
+    per_shard = list(_in_order(ray, send, range(0, len(ids), shard_size), window))
     hits = []
     for b, emb in enumerate(query_emb):
         if per_shard:
