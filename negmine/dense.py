@@ -260,18 +260,22 @@ def embedding_dim(model) -> int:
     return int(dim_of())
 
 
-def chunks(items, size: int) -> list:
-    """Consecutive slices of ``size`` items (of a list, or rows of a table: zero-copy): the units one :func:`encode` call (or one Ray task) handles."""
+def _check_chunk_size(size: int) -> None:
     if size < 1:
         raise StageError(f"chunk size must be at least 1, got {size}")
+
+
+def chunks(items, size: int) -> list:
+    """Consecutive slices of ``size`` items (of a list, or rows of a table: zero-copy): the units one :func:`encode` call (or one Ray task) handles."""
+    _check_chunk_size(size)
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def corpus_slices(corpus: "pa.Table | LazyTable", size: int) -> Iterable[pa.Table]:
-    """:func:`chunks` of a table, or the same slices read one at a time from a :class:`~negmine.io.LazyTable`."""
+    """:func:`chunks` of a table, or the same slices read one at a time from a :class:`~negmine.io.LazyTable`
+    (the size checked now, not when the first slice is read)."""
     if isinstance(corpus, LazyTable):
-        if size < 1:
-            raise StageError(f"chunk size must be at least 1, got {size}")
+        _check_chunk_size(size)
         return corpus.slices(size)
     return chunks(corpus, size)
 

@@ -232,11 +232,11 @@ def embed_corpus(
     from negmine.dense import corpus_slices, write_embeddings
 
     texts = (doc_texts(chunk) for chunk in corpus_slices(corpus, chunk_size))
+    sizes = [min(chunk_size, len(corpus) - start) for start in range(0, len(corpus), chunk_size)]  # each chunk's rows
     if parts_dir is None:
-        blocks = encoders.map("encode", texts, batch_size, count=-(-len(corpus) // chunk_size))
+        blocks = encoders.map("encode", texts, batch_size, count=len(sizes))
         dim = encoders.dim
     else:
-        sizes = [min(chunk_size, len(corpus) - start) for start in range(0, len(corpus), chunk_size)]
         blocks, dim = _resumable_blocks(encoders, texts, sizes, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {})
     if dim is None:  # an empty corpus still gets a (0, dim) file
         encoders._start(1)
