@@ -214,3 +214,29 @@ def test_a_parquet_corpus_is_read_in_slices_and_rows_are_numbered_across_them(tm
     with pytest.raises(BadInputError) as info:
         ingest(tmp_path)
     assert str(info.value) == f"{tmp_path / 'corpus.parquet'}, field 'doc_id': row 20: duplicate id 'd3' (first seen at row 3)"
+
+
+def test_a_streamed_corpus_keeps_no_python_object_per_document(tmp_path, monkeypatch):
+    """With corpus_file, what ingest holds in Python objects while it reads is one batch of rows, not
+    one entry per document: ids are checked as an Arrow column (not a dict), their line numbers kept in
+    a compact array. 40,000 documents in batches of 1,000: a dict of their ids alone would be ~5 MB."""
+    import tracemalloc
+
+    from negmine import ingest as ingest_mod
+
+    docs = 40_000
+    data = tmp_path / "data"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"document-{i:08d}", "text": "a b"}) + "\n" for i in range(docs)))
+    (data / "queries.jsonl").write_text(json.dumps({"_id": "q", "text": "a?"}) + "\n")
+    (data / "qrels" / "train.tsv").write_text(f"query-id\tcorpus-id\tscore\nq\tdocument-{docs - 1:08d}\t1\n")
+    monkeypatch.setattr(ingest_mod._Collector, "BATCH_ROWS", 1000)
+    ingest_mod.ingest(SAMPLE, corpus_file=tmp_path / "warm.parquet")  # the modules it imports on first use
+    tracemalloc.start()
+    try:
+        ds = ingest_mod.ingest(data, corpus_file=tmp_path / "corpus.parquet")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ds.stats["documents"] == docs and ds.qrels.num_rows == 1
+    assert peak < 2 * 2**20, f"{peak / 2**20:.1f} MB of Python objects at the peak"
