@@ -275,10 +275,10 @@ def _search_shard(shard: np.ndarray, offset: int, k: int, threads: int, *query_b
     """One shard's exact index and each query batch's top-k (rows numbered in the whole corpus)."""
     import faiss
 
-    from negmine.dense import _flat_index, top_k
+    from negmine.dense import shard_searcher, top_k
 
     faiss.omp_set_num_threads(threads)
-    index = _flat_index(shard)
+    index = shard_searcher(shard)
     return [(scores, rows + offset) for scores, rows in (top_k(index, emb, k) for emb in query_batches)]
 
 

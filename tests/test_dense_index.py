@@ -141,6 +141,26 @@ def test_sharded_exact_search_is_one_index_search():
         sharded_top_k(corpus, batches, 5, 0)
 
 
+def test_a_shard_is_searched_on_its_rows_without_an_index_copy_and_gives_the_index_floats(tmp_path):
+    """ExactSearch (faiss.knn over the shard's float32 rows; no IndexFlatIP holding a second copy) returns
+    the bytes an IndexFlatIP over the same rows returns, on the BLAS path and the per-pair one, with ties."""
+    from negmine.dense import ExactSearch, _flat_index, shard_searcher
+
+    rng = np.random.default_rng(11)
+    rows = rng.standard_normal((3000, 384)).astype(np.float16)
+    rows[2000:2100] = rows[:100]
+    np.save(tmp_path / "e.npy", rows)
+    mapped = np.load(tmp_path / "e.npy", mmap_mode="r")
+    exact, index = ExactSearch(mapped), _flat_index(rows)
+    assert isinstance(shard_searcher(rows), ExactSearch) and exact.ntotal == index.ntotal == 3000
+    assert _mapped_kb(tmp_path / "e.npy") < 1_000  # the map's pages dropped once copied
+    for n in (300, 5):
+        queries = rng.standard_normal((n, 384)).astype(np.float32)
+        for k in (1, 101, 3000):
+            got, want = exact.search(queries, k), index.search(queries, k)
+            assert got[0].tobytes() == want[0].tobytes() and got[1].tobytes() == want[1].tobytes()
+
+
 def test_scores_do_not_depend_on_which_queries_had_ties():
     """A query whose k-th score ties is searched again deeper; faiss's floats depend on how many queries
     share a search call, so the deeper search sends the whole batch: every score is the one a single
