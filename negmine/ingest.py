@@ -172,7 +172,7 @@ class _Collector:
             row = int(np.flatnonzero(first != np.arange(len(ids)))[0])
             seen = self.wheres[int(first[row])]
             raise self._error(self.wheres[row], f"duplicate id {ids[row].as_py()!r} (first seen at {self.unit} {seen})", self.id_field)
-        self.all_ids, self.id_chunks = ids, [ids] if self.schema is not None else []
+        self.all_ids, self.id_chunks = ids, []
 
     def _flush(self) -> None:
         if self.ids:
