@@ -8,7 +8,8 @@ lacks that module, and gives pyserini's OpenAI client (built at import) a placeh
 The JVM runs the serial garbage collector unless the JVM options (``jnius_config``, or the
 ``JAVA_TOOL_OPTIONS`` environment variable) choose one: with G1, the JVM's choice on two or more
 cores, searching 1,000 queries over 10,000 documents grew the heap to 0.7–1.1 GB for 65–130 MB of
-live objects (the process peaked at 1,014 MB; 415 MB with the serial collector, at the same speed).
+live objects (the BM25 stage's work peaked at 891–1,098 MB; 471–475 MB with the serial collector, at
+the same speed).
 """
 
 from __future__ import annotations
