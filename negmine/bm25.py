@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from negmine.candidates import candidates_table, doc_texts, positive_scores_table
 from negmine.errors import StageError
-from negmine.io import LazyTable, table_slices
+from negmine.io import LazyTable, read_table, table_slices
 
 BACKENDS = ("pyserini", "bm25s")
 
@@ -133,8 +133,8 @@ def _bm25s(corpus, queries, qrels, k, k1, b, threads, timings):
     import bm25s
     import numpy as np
 
-    if isinstance(corpus, LazyTable):  # bm25s indexes the corpus in memory: read it whole (ingest allows no empty corpus)
-        corpus = pa.concat_tables(list(corpus.slices(65_536)))
+    if isinstance(corpus, LazyTable):  # bm25s indexes the corpus in memory: read it whole
+        corpus = read_table(corpus.path, corpus.schema, "corpus")
     started = time.perf_counter()
     ids = corpus.column("doc_id").to_pylist()
     retriever = bm25s.BM25(k1=k1, b=b)
