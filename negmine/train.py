@@ -121,7 +121,8 @@ def train_bi_encoder(
         raise StageError(f"unknown batching {batching!r}; choose from {sorted(BATCHINGS)}")
     import torch
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer import losses
     from sentence_transformers.base.sampler import BatchSamplers
     from transformers import set_seed
 
