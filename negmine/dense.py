@@ -34,8 +34,40 @@ DTYPES = {"float16": np.float16, "float32": np.float32}
 # The encoder's weights and activations while encoding (``--precision``); embeddings are normalised
 # in float32 whatever the precision. bfloat16 encoded 1.75x faster on a CPU with AVX512-BF16
 # (bench/encode_efficiency.py), embeddings within cosine 1e-4 of float32's (README, performance);
-# float16 is for GPUs.
-PRECISIONS = ("float32", "bfloat16", "float16")
+# float16 is for GPUs. "auto" (the CLI's default) is :func:`resolve_precision`'s choice for the device.
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (x86 AVX512-BF16 or AMX): without those
+    instructions torch emulates bfloat16 and it is slower than float32."""
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(probe is not None for probe in probes):
+        return any(bool(probe()) for probe in probes)
+    try:  # an older or newer torch without the probes: the kernel's CPU flags
+        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str | None = None) -> str:
+    """The precision an encoder runs in: ``precision`` itself, or for "auto" bfloat16 where the
+    hardware computes it natively (a CPU with AVX512-BF16 or AMX; a GPU that supports it, else
+    float16) and float32 elsewhere. Checked as :func:`check_precision` checks."""
+    precision = check_precision(precision, device)
+    if precision != "auto":
+        return precision
+    device = str(device or _default_device())
+    if device.startswith("cuda"):
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if device == "cpu" and native_bfloat16():
+        return "bfloat16"
+    return "float32"
 
 
 def check_precision(precision: str, device: str | None = None) -> str:
@@ -79,9 +111,10 @@ def load_model(
     loader: str = "auto",
 ):
     """Load a sentence-transformers model by hub name or local path (offline works with a path),
-    its weights in ``precision`` (:data:`PRECISIONS`), with ``loader`` (:data:`LOADERS`)."""
+    its weights in ``precision`` (:data:`PRECISIONS`; "auto" as :func:`resolve_precision` chooses), with
+    ``loader`` (:data:`LOADERS`)."""
     local = check_model(name_or_path)
-    check_precision(precision, device)
+    precision = resolve_precision(precision, device)
     if loader not in LOADERS:
         raise StageError(f"unknown loader {loader!r}; choose from {list(LOADERS)}")
     if local is not None:

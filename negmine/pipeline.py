@@ -33,7 +33,7 @@ def mine(
     engine: str = "local",
     index: str = "flat",
     ray_address: str | None = None,
-    precision: str = "float32",
+    precision: str = "auto",
     ray_actors: int | None = None,
 ) -> list[StageResult]:
     """ingest → {bm25 | dense | bm25 + dense + hybrid} → [rescore] → [cluster] → sample.
@@ -48,7 +48,8 @@ def mine(
     negmine.engine_ray) with at most ``ray_actors`` model actors; Ray is started or connected only if one
     of them has work to do.
 
-    ``precision`` is the bi-encoder's while it encodes (float32 | bfloat16 | float16; negmine.dense.PRECISIONS).
+    ``precision`` is the bi-encoder's while it encodes (auto | float32 | bfloat16 | float16; negmine.dense.PRECISIONS;
+    auto: bfloat16 where the hardware computes it natively, else float32).
     """
     from negmine.errors import StageError
 

@@ -48,7 +48,7 @@ def ingest(run, data_dir, format: str = "auto", split: str = "train", force: boo
 
 def retrieve(
     run, source: str = "dense", k: int = 100, model: str = DEFAULT_MODEL, max_seq_length: int | None = 256, dtype: str = "float16",
-    batch_size: int = 64, threads: int = 1, bm25_backend: str = "pyserini", fusion: str = "rrf", force: bool = False, precision: str = "float32",
+    batch_size: int = 64, threads: int = 1, bm25_backend: str = "pyserini", fusion: str = "rrf", force: bool = False, precision: str = "auto",
 ):
     """Candidates from bm25, dense (embed + search) or both fused (hybrid), as ``negmine mine`` retrieves them."""
     from negmine import stages

@@ -38,12 +38,15 @@ def check_engine(engine: str) -> None:
         raise StageError(f"unknown engine {engine!r}; choose from {sorted(ENGINES)}")
 
 
-def check_precision(precision: str, engine: str) -> None:
-    """An unknown encoder precision fails before any work; so does float16 without a GPU here, on the
-    local engine (Ray actors load the model on their own devices and check it there)."""
-    from negmine.dense import check_precision as check
+def check_precision(precision: str, engine: str) -> str:
+    """The encoder precision a stage runs in: an unknown one fails before any work; so does float16
+    without a GPU here, on the local engine (Ray actors load the model on their own devices and check it
+    there). "auto" is resolved on this machine (negmine.dense.resolve_precision), for either engine: the
+    stage's cache key and stats name the precision the encoder ran in."""
+    from negmine.dense import check_precision as check, resolve_precision
 
     check(precision, "cuda" if engine == "ray" else None)
+    return resolve_precision(precision) if precision == "auto" else precision
 
 
 def _ran_on(engine: str) -> dict:
@@ -229,7 +232,7 @@ def embed_stage(run: Run, model: str, max_seq_length: int | None = 256, dtype: s
                 ray_actors: int | None = None) -> StageResult:
     """Encode the corpus → embeddings/corpus.npy (``dtype`` on disk; the model runs in ``precision``)."""
     check_engine(engine)
-    check_precision(precision, engine)
+    precision = check_precision(precision, engine)
     if engine == "ray":
         from negmine.engine_ray import embed_corpus
     else:
@@ -281,7 +284,7 @@ def dense_stage(run: Run, model: str, k: int = 100, max_seq_length: int | None =
     from negmine.dense import INDEXES
     from negmine.errors import StageError
 
-    check_precision(precision, engine)
+    precision = check_precision(precision, engine)
     if index not in INDEXES:
         raise StageError(f"unknown index {index!r}; choose from {list(INDEXES)}")
     if engine == "ray" and index != "flat":

@@ -70,3 +70,55 @@ def test_cli_rejects_an_unknown_precision_before_any_stage(tmp_path, model_path)
     assert not (out / "corpus.parquet").exists()
     manifest = out / "manifest.json"
     assert not manifest.exists() or not json.loads(manifest.read_text()).get("stages")
+
+
+def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(monkeypatch):
+    import torch
+
+    from negmine import dense
+
+    monkeypatch.setattr(dense, "native_bfloat16", lambda: True)
+    assert dense.resolve_precision("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr(dense, "native_bfloat16", lambda: False)
+    assert dense.resolve_precision("auto", "cpu") == "float32"
+    assert dense.resolve_precision("bfloat16", "cpu") == "bfloat16"  # an explicit choice stays as it is
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert dense.resolve_precision("auto", "cuda") == "bfloat16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert dense.resolve_precision("auto", "cuda:1") == "float16"
+    with pytest.raises(StageError, match="unknown precision 'fp8'"):
+        dense.resolve_precision("fp8")
+
+
+def test_native_bfloat16_reads_the_cpu_flags_without_torch_probes(monkeypatch, tmp_path):
+    import torch
+
+    from negmine import dense
+
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+    real_read = dense.Path.read_text
+
+    def cpuinfo(flags):
+        return lambda self, *a, **k: f"flags\t\t: fpu sse2 {flags}\n" if str(self) == "/proc/cpuinfo" else real_read(self, *a, **k)
+
+    monkeypatch.setattr(dense.Path, "read_text", cpuinfo("avx512f avx512_bf16 avx512_vnni"))
+    assert dense.native_bfloat16() is True
+    monkeypatch.setattr(dense.Path, "read_text", cpuinfo("avx512f avx512bw"))  # bfloat16 emulated: slower than float32
+    assert dense.native_bfloat16() is False
+
+
+def test_auto_precision_is_recorded_as_the_precision_that_ran(tmp_path, model_path, monkeypatch):
+    from negmine import dense
+
+    run = Run.open(tmp_path / "run")
+    ingest_stage(run, SAMPLE)
+    dense_stage(run, model_path, k=20, max_seq_length=64, precision="float32")
+    monkeypatch.setattr(dense, "native_bfloat16", lambda: False)
+    assert [r.skipped for r in dense_stage(run, model_path, k=20, max_seq_length=64, precision="auto")] == [True, True]  # float32 here: reused
+    monkeypatch.setattr(dense, "native_bfloat16", lambda: True)
+    results = dense_stage(run, model_path, k=20, max_seq_length=64, precision="auto")
+    assert [r.skipped for r in results] == [False, False]
+    assert results[0].entry["stats"]["precision"] == "bfloat16"
+    assert run.manifest["stages"]["dense"]["config"]["precision"] == "bfloat16"
+    assert [r.skipped for r in dense_stage(run, model_path, k=20, max_seq_length=64, precision="bfloat16")] == [True, True]
