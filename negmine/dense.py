@@ -38,19 +38,31 @@ DTYPES = {"float16": np.float16, "float32": np.float32}
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
+_CPUINFO = Path("/proc/cpuinfo")
+# Device files of a GPU torch could use (NVIDIA's driver, ROCm, WSL): where none exists, "auto" decides
+# for the CPU without importing torch, so a cached rerun stays as light as with an explicit precision.
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
 def native_bfloat16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (x86 AVX512-BF16 or AMX): without those
-    instructions torch emulates bfloat16 and it is slower than float32."""
-    import torch
-
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if all(probe is not None for probe in probes):
-        return any(bool(probe()) for probe in probes)
-    try:  # an older or newer torch without the probes: the kernel's CPU flags
-        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split()
+    instructions torch emulates bfloat16 and it is slower than float32. Linux: the kernel's CPU flags
+    (no torch import); elsewhere torch's own probes."""
+    try:
+        flags = set(_CPUINFO.read_text(encoding="ascii", errors="replace").split())
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        import torch
+
+        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        return any(bool(probe()) for probe in probes if probe is not None)
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def _auto_device() -> str:
+    """The device "auto" decides for: the CPU on a Linux machine with no GPU device file, else torch's answer."""
+    if _CPUINFO.exists() and not any(Path(f).exists() for f in GPU_DEVICE_FILES):
+        return "cpu"
+    return _default_device()
 
 
 def resolve_precision(precision: str, device: str | None = None) -> str:
@@ -60,7 +72,7 @@ def resolve_precision(precision: str, device: str | None = None) -> str:
     precision = check_precision(precision, device)
     if precision != "auto":
         return precision
-    device = str(device or _default_device())
+    device = str(device or _auto_device())
     if device.startswith("cuda"):
         import torch
 

@@ -1,6 +1,9 @@
 """--precision: the encoder in bfloat16 (float32 embeddings, normalised in float32), cached apart from float32."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,22 +93,33 @@ def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(monkeypatch):
         dense.resolve_precision("fp8")
 
 
-def test_native_bfloat16_reads_the_cpu_flags_without_torch_probes(monkeypatch, tmp_path):
+def test_native_bfloat16_reads_the_cpu_flags_else_asks_torch(monkeypatch, tmp_path):
     import torch
 
     from negmine import dense
 
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        monkeypatch.delattr(torch.cpu, name, raising=False)
-    real_read = dense.Path.read_text
-
-    def cpuinfo(flags):
-        return lambda self, *a, **k: f"flags\t\t: fpu sse2 {flags}\n" if str(self) == "/proc/cpuinfo" else real_read(self, *a, **k)
-
-    monkeypatch.setattr(dense.Path, "read_text", cpuinfo("avx512f avx512_bf16 avx512_vnni"))
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(dense, "_CPUINFO", cpuinfo)
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx512_vnni\n")
     assert dense.native_bfloat16() is True
-    monkeypatch.setattr(dense.Path, "read_text", cpuinfo("avx512f avx512bw"))  # bfloat16 emulated: slower than float32
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512bw\n")  # bfloat16 emulated: slower than float32
     assert dense.native_bfloat16() is False
+    cpuinfo.unlink()  # not Linux: torch's probes
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert dense.native_bfloat16() is True
+
+
+def test_auto_precision_on_a_cpu_machine_does_not_import_torch():
+    """A cached rerun resolves "auto" for its cache keys; on a Linux machine without GPU device files
+    that costs no torch import (a rerun with --precision auto stays as light as with float32)."""
+    from negmine.dense import GPU_DEVICE_FILES
+
+    if not Path("/proc/cpuinfo").exists() or any(Path(f).exists() for f in GPU_DEVICE_FILES):
+        pytest.skip("decided by torch on this machine")
+    code = "import sys; from negmine.dense import resolve_precision; print(resolve_precision('auto')); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] in ("float32", "bfloat16") and out[1] == "False"
 
 
 def test_auto_precision_is_recorded_as_the_precision_that_ran(tmp_path, model_path, monkeypatch):
