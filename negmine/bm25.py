@@ -105,16 +105,18 @@ def _pyserini(corpus, queries, qrels, index_dir, k, k1, b, threads, timings):
     hits = []
     batch = 1000
     started = time.perf_counter()
-    for start in range(0, len(qids), batch):
-        batch_texts, batch_ids = array_list(), array_list()
-        for text, qid in zip(texts[start : start + batch], qids[start : start + batch]):
-            batch_texts.add(text)
-            batch_ids.add(qid)
-        results = searcher.batch_search(batch_texts, batch_ids, int(k), int(threads))
-        found = {entry.getKey(): entry.getValue() for entry in results.entrySet().toArray()}
-        hits.extend([(h.docid, h.score) for h in found[q]] for q in qids[start : start + batch])
-    _searched(timings, started, len(qids))
-    searcher.close()
+    try:
+        for start in range(0, len(qids), batch):
+            batch_texts, batch_ids = array_list(), array_list()
+            for text, qid in zip(texts[start : start + batch], qids[start : start + batch]):
+                batch_texts.add(text)
+                batch_ids.add(qid)
+            results = searcher.batch_search(batch_texts, batch_ids, int(k), int(threads))
+            found = {entry.getKey(): entry.getValue() for entry in results.entrySet().toArray()}
+            hits.extend([(h.docid, h.score) for h in found[q]] for q in qids[start : start + batch])
+        _searched(timings, started, len(qids))
+    finally:
+        searcher.close()
     candidates = candidates_table(qids, hits, "bm25")
     reader = reader_utils.getReader(str(index_dir))
     similarity = bm25(float(k1), float(b))
@@ -124,9 +126,10 @@ def _pyserini(corpus, queries, qrels, index_dir, k, k1, b, threads, timings):
         # rounded to 4 decimals like the searcher's scores (Anserini's tie-breaking reranker)
         return [round(reader_utils.computeQueryDocumentScoreWithSimilarity(reader, d, query_text[q], similarity), 4) for q, d in pairs]
 
-    positives = positive_scores_table(candidates, qrels, qids, "bm25", score_missing)
-    reader.close()
-    return candidates, positives
+    try:
+        return candidates, positive_scores_table(candidates, qrels, qids, "bm25", score_missing)
+    finally:
+        reader.close()
 
 
 def _bm25s(corpus, queries, qrels, k, k1, b, threads, timings):
