@@ -114,6 +114,29 @@ FN_REPORT = pa.schema(
     ]
 )
 
+# Documents whose normalised text equals, or nearly equals, that of a labelled positive (negmine.duplicates):
+# one row per (document, positive) pair, doc_id != dup_of. kind is "exact" (same normalised text) or "near"
+# (word-shingle Jaccard similarity at or above the threshold); similarity is that Jaccard (1.0 for exact).
+DUPLICATES = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("dup_of", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("similarity", pa.float32(), nullable=False),
+    ]
+)
+
+# P(false negative) of each candidate of a source (negmine.fn_model): the probability that the candidate
+# is an unlabelled positive of its query. source_rank is the candidate's rank in candidates_<source>.
+FN_SCORES = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("source_rank", pa.int32(), nullable=False),
+        pa.field("fn_prob", pa.float32(), nullable=False),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "corpus": CORPUS,
     "queries": QUERIES,
@@ -126,4 +149,6 @@ TABLES: dict[str, pa.Schema] = {
     "scored_positives": SCORED_POSITIVES,
     "pseudo_positives": PSEUDO_POSITIVES,
     "fn_report": FN_REPORT,
+    "duplicates": DUPLICATES,
+    "fn_scores": FN_SCORES,
 }
