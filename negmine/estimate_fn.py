@@ -16,6 +16,10 @@ off the candidate list has a null source rank and falls in the last bucket) and 
     query, so the measured rate is 0 by construction — a check of the pipeline, not of the data.)
 ``audit``
     from hand labels of an audit sample (CSV ``query_id, neg_id, label`` with label 0/1).
+``model``
+    the mean P(false negative) (negmine.fn_model, ``negmine fn-scores``) of the negatives: the
+    calibrated combination of retriever, teacher, agreement and duplicate signals. Its interval draws
+    the model's parameters, the queries and each negative's outcome (:func:`negmine.fn_model.rate_interval`).
 
 Intervals: for teacher and labels, a percentile bootstrap (Efron & Tibshirani 1993) resampling
 *queries* with replacement (negatives of one query are correlated), ``n_boot`` times with a seeded
@@ -160,6 +164,34 @@ def audit_estimate(negatives: pa.Table, labels: dict[tuple[str, str], int]) -> l
         n, k = len(items), sum(items)
         low, high = wilson_interval(k, n) if n else (None, None)
         rows.append(_row(_strategy(negatives), "audit", bucket, n, k, low, high))
+    return rows
+
+
+def model_estimate(negatives: pa.Table, features, model, n_boot: int = 1000, seed: int = 42) -> list[dict]:
+    """Rows of the model estimate: per bucket, the mean P(false negative) of the negatives with its interval.
+
+    A negative that is a candidate takes its own probability; one drawn off the candidate lists (random,
+    star) takes the model's ``off_list_prob``.
+    """
+    from negmine.fn_model import rate_interval
+
+    row_of = {key: i for i, key in enumerate(zip(features.query_ids, features.doc_ids))}
+    items = []  # (bucket, query_id, candidate row or None)
+    for q, d, rank in zip(*(negatives.column(c).to_pylist() for c in ("query_id", "neg_id", "source_rank"))):
+        items.append((rank_bucket(rank), q, row_of.get((q, d))))
+    rows = []
+    for label in ["all"] + [b for b, _, _ in BUCKETS]:
+        chosen = [x for x in items if label == "all" or x[0] == label]
+        listed = [x for x in chosen if x[2] is not None]
+        off = [x for x in chosen if x[2] is None]
+        if not chosen:
+            rows.append(_row(_strategy(negatives), "model", label, 0, 0, None, None))
+            continue
+        rate, low, high = rate_interval([x[1] for x in listed] + [x[1] for x in off], np.array([x[2] for x in listed], dtype=np.int64),
+                                        features, model, np.full(len(off), model.off_list_prob), n_boot, seed)
+        row = _row(_strategy(negatives), "model", label, len(chosen), int(round(rate * len(chosen))), low, high)
+        row["rate"] = rate
+        rows.append(row)
     return rows
 
 

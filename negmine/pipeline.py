@@ -35,6 +35,8 @@ def mine(
     ray_address: str | None = None,
     precision: str = "auto",
     ray_actors: int | None = None,
+    dedup: bool = True,
+    max_fn_prob: float | None = None,
 ) -> list[StageResult]:
     """ingest → {bm25 | dense | bm25 + dense + hybrid} → [rescore] → [cluster] → sample.
 
@@ -47,6 +49,9 @@ def mine(
     ``engine='ray'`` runs dense retrieval and rescoring on the Ray cluster at ``ray_address`` (see
     negmine.engine_ray) with at most ``ray_actors`` model actors; Ray is started or connected only if one
     of them has work to do.
+
+    ``dedup`` keeps text duplicates of labelled positives out of the negatives (negmine.duplicates);
+    ``max_fn_prob`` keeps out candidates whose P(false negative) (negmine.fn_model) is above it.
 
     ``precision`` is the bi-encoder's while it encodes (auto | float32 | bfloat16 | float16; negmine.dense.PRECISIONS;
     auto: bfloat16 where the hardware computes it natively, else float32).
@@ -97,6 +102,16 @@ def mine(
 
         notify("cluster")
         results.append(cluster_stage(run, model, seed=seed, max_seq_length=max_seq_length, batch_size=batch_size, force=force))
+    if dedup:
+        from negmine.false_negative_stages import duplicates_stage
+
+        notify("duplicates")
+        results.append(duplicates_stage(run, force=force))
+    if max_fn_prob is not None:
+        from negmine.false_negative_stages import fn_scores_stage
+
+        notify("fn-scores")
+        results.append(fn_scores_stage(run, source, seed=seed, force=force))
     notify("sample")
-    results.append(sample_stage(run, strategy, source, num_negatives, seed, params, force=force))
+    results.append(sample_stage(run, strategy, source, num_negatives, seed, params, force=force, dedup=dedup, max_fn_prob=max_fn_prob))
     return results

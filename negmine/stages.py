@@ -450,10 +450,20 @@ def cluster_stage(run: Run, model: str, n_clusters: int | None = None, seed: int
     return _run_stage(run, "cluster", config, inputs, outputs, compute, force)
 
 
-def sample_stage(run: Run, strategy: str = "simans", source: str = "dense", num_negatives: int = 7, seed: int = 42, params: dict | None = None, force: bool = False) -> StageResult:
-    from negmine.errors import StageError
-    from negmine.sample import NEEDS, sample_negatives, strategy_params
+def sample_stage(run: Run, strategy: str = "simans", source: str = "dense", num_negatives: int = 7, seed: int = 42, params: dict | None = None, force: bool = False,
+                 dedup: bool = True, max_fn_prob: float | None = None) -> StageResult:
+    """Sample ``strategy``'s negatives from candidates_<source> → negatives_<strategy>.parquet.
 
+    Likely false negatives are kept out of every strategy's pool, as labelled positives are: with
+    ``dedup``, documents whose text duplicates a labelled positive (duplicates.parquet, made here when
+    missing); with ``max_fn_prob``, candidates whose P(false negative) is above it (fn_scores_<source>,
+    made here with the label-free model when missing; see negmine.fn_model).
+    """
+    from negmine.errors import BadInputError, StageError
+    from negmine.sample import NEEDS, likely_false_negatives, sample_negatives, strategy_params
+
+    if max_fn_prob is not None and not 0.0 <= max_fn_prob <= 1.0:
+        raise BadInputError("--max-fn-prob", f"must lie in [0, 1], got {max_fn_prob}", field="max_fn_prob")
     if source not in SOURCES:
         raise StageError(f"unknown candidate source {source!r}; choose from {sorted(SOURCES)}")
     params = {**strategy_params(strategy), **(params or {})}
@@ -473,7 +483,21 @@ def sample_stage(run: Run, strategy: str = "simans", source: str = "dense", num_
     inputs += scored if has_teacher else []
     if strategy == "denoise" and params.get("pseudo_positives"):
         outputs += _inputs(run, f"pseudo_positives_{strategy}")
+    filters = []
+    if dedup:
+        from negmine.false_negative_stages import duplicates_stage
+
+        duplicates_stage(run)
+        filters += _inputs(run, "duplicates")
+    if max_fn_prob is not None:
+        from negmine.false_negative_stages import fn_scores_stage
+
+        if not table_path(run, f"fn_scores_{source}").exists():
+            fn_scores_stage(run, source, seed=seed)
+        filters += _inputs(run, f"fn_scores_{source}")
+    inputs += filters
     config = {"strategy": strategy, "source": source, "num_negatives": num_negatives, "seed": seed, "params": params}
+    config |= _unless_default(dedup=(dedup, True), max_fn_prob=(max_fn_prob, None))
 
     def compute():
         candidates = read_table(inputs[0], CANDIDATES, "candidates")
@@ -486,8 +510,14 @@ def sample_stage(run: Run, strategy: str = "simans", source: str = "dense", num_
 
             extra["scored_candidates"] = read_table(scored[0], SCORED_CANDIDATES, "scored_candidates")
             extra["scored_positives"] = read_table(scored[1], SCORED_POSITIVES, "scored_positives")
-        negatives, stats = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives, seed, **extra, **params)
+        from negmine.schemas import DUPLICATES, FN_SCORES
+
+        duplicates = read_table(table_path(run, "duplicates"), DUPLICATES, "duplicates") if dedup else None
+        fn_scores = read_table(table_path(run, f"fn_scores_{source}"), FN_SCORES, "fn_scores") if max_fn_prob is not None else None
+        exclusions = likely_false_negatives(qrels, duplicates, fn_scores, max_fn_prob)
+        negatives, stats = sample_negatives(candidates, positives, qrels, queries, strategy, num_negatives, seed, **extra, exclude=exclusions, **params)
         write_table(negatives, outputs[0], NEGATIVES)
+        stats["candidates_kept_out"] = exclusions.count(candidates)
         if strategy == "denoise":
             stats.update(_denoise_report(extra["scored_candidates"], qrels, params, outputs[1] if len(outputs) > 1 else None))
         return {**stats, **score_summary(negatives)}
@@ -559,6 +589,12 @@ def estimate_fn_stage(
     has_teacher = all(p.exists() for p in scored)
     inputs = negatives_paths + (scored if has_teacher else []) + _inputs(run, "qrels")
     inputs += [Path(p) for p in (qrels_full, audit_labels) if p is not None] + (_inputs(run, "corpus", "queries") if audit else [])
+    fn_model_file = run.file(f"fn_model_{source}.json")
+    has_model = fn_model_file.exists()  # negmine fn-scores ran: its model estimates each strategy's rate too
+    if has_model:
+        from negmine.false_negative_stages import _signal_inputs
+
+        inputs += [fn_model_file] + [p for group in _signal_inputs(run, source) for p in group]
     outputs = [run.file("fn_report.parquet"), run.file("fn_report.json")] + ([run.file("fn_audit.csv"), run.file("fn_audit.parquet")] if audit else [])
     config = {"source": source, "threshold": threshold, "qrels_full": str(qrels_full) if qrels_full else None, "audit": audit,
               "audit_labels": str(audit_labels) if audit_labels else None, "seed": seed, "n_boot": n_boot}
@@ -569,6 +605,11 @@ def estimate_fn_stage(
         teacher = (read_table(scored[0], SCORED_CANDIDATES, "scored_candidates"), read_table(scored[1], SCORED_POSITIVES, "scored_positives")) if has_teacher else None
         full = fn.read_qrels_file(qrels_full) if qrels_full is not None else None
         labels = fn.read_audit_labels(audit_labels) if audit_labels is not None else None
+        fn_features = None
+        if has_model:
+            from negmine.false_negative_stages import load_fn_model, signals
+
+            fn_features = (signals(run, source)[0], load_fn_model(run, source))
         rows, summary = [], {}
         for strategy, table in negatives.items():
             entry = {"negatives": table.num_rows, "score_ratio": fn.score_ratio(table)}
@@ -581,6 +622,8 @@ def estimate_fn_stage(
                 methods.append(label_rows)
             if labels is not None:
                 methods.append(fn.audit_estimate(table, labels))
+            if fn_features is not None:
+                methods.append(fn.model_estimate(table, *fn_features, n_boot, seed))
             for method_rows in methods:
                 rows.extend(method_rows)
                 overall = method_rows[0]
@@ -601,6 +644,6 @@ def estimate_fn_stage(
                 import pyarrow.parquet as pq
 
                 pq.write_table(sample, tmp)
-        return {"teacher": has_teacher, "strategies": summary}
+        return {"teacher": has_teacher, "model": has_model, "strategies": summary}
 
     return _run_stage(run, "estimate-fn", config, inputs, outputs, compute, force)

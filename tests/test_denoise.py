@@ -95,8 +95,8 @@ def test_denoise_without_teacher_scores_names_the_fix():
 def test_simans_on_teacher_scores():
     cand, pos, qrels, queries, scored, scored_pos = _tables()
     # a huge a puts all mass on the candidate whose score is closest to the positive's
-    by_ce, _ = sample_negatives(cand, pos, qrels, queries, "simans", 1, scored_candidates=scored, scored_positives=scored_pos, a=1e6, score="ce")
-    by_retriever, _ = sample_negatives(cand, pos, qrels, queries, "simans", 1, scored_candidates=scored, scored_positives=scored_pos, a=1e6)
+    by_ce, _ = sample_negatives(cand, pos, qrels, queries, "simans", 1, scored_candidates=scored, scored_positives=scored_pos, a=1e6, b=0.0, score="ce")
+    by_retriever, _ = sample_negatives(cand, pos, qrels, queries, "simans", 1, scored_candidates=scored, scored_positives=scored_pos, a=1e6, b=0.0)
     assert by_ce.column("neg_id").to_pylist() in (["d1"], ["d53"])  # ce prob .95, the closest to the positive's .99
     assert by_retriever.column("neg_id").to_pylist() in (["d2"], ["d4"])  # retriever .98 / .96 vs the positive's .97
     with pytest.raises(StageError, match="SimANS score='ce' needs teacher scores of every candidate"):

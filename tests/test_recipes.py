@@ -62,7 +62,7 @@ def test_unknown_keys_name_the_valid_ones(tmp_path):
     with pytest.raises(BadInputError) as info:
         parse_recipe(path)
     assert str(info.value) == (
-        f"{path}, stages[0] (sample, params of simans): unknown key 'alpha'; valid keys are ['a', 'b', 'kernel', 'positive_score', 'score']"
+        f"{path}, stages[0] (sample, params of simans): unknown key 'alpha'; valid keys are ['a', 'b', 'kernel', 'positive_score', 'scale', 'score']"
     )
 
     path = _recipe(tmp_path, '[[stages]]\nstage = "sample"\n[refresh]\nrounds = 1\nevery = 2\n')

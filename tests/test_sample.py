@@ -16,29 +16,37 @@ from negmine.schemas import CANDIDATES, CLUSTERS, CORPUS, POSITIVE_SCORES, QRELS
 
 
 def test_simans_weights_follow_the_formula():
+    # the raw scale (the paper's form); the default query-z scale is tested in test_simans.py
     scores = np.array([0.9, 0.7, 0.5, 0.2])
     s_pos, a, b = 0.8, 0.5, 0.0
     raw = [math.exp(-0.5 * (0.9 - 0.8) ** 2), math.exp(-0.5 * (0.7 - 0.8) ** 2), math.exp(-0.5 * (0.5 - 0.8) ** 2), math.exp(-0.5 * (0.2 - 0.8) ** 2)]
     expected = np.array(raw) / sum(raw)
-    np.testing.assert_allclose(simans_weights(scores, s_pos, a, b), expected, rtol=1e-12)
+    np.testing.assert_allclose(simans_weights(scores, s_pos, a, b, scale="raw"), expected, rtol=1e-12)
 
 
 def test_simans_offset_b_moves_the_peak():
     scores = np.array([0.5, 0.6, 0.7, 0.8])
-    p = simans_weights(scores, 0.8, a=100.0, b=-0.2)
+    p = simans_weights(scores, 0.8, a=100.0, b=-0.2, scale="raw")
     assert p.argmax() == 1  # peak at s = s+ + b = 0.6
     raw = np.exp(-100.0 * (scores - 0.8 + 0.2) ** 2)
+    np.testing.assert_allclose(p, raw / raw.sum(), rtol=1e-12)
+    # on the query-z scale b counts pool standard deviations: σ = √0.0125 ≈ 0.112, so b = −1.8 peaks at 0.8 − 0.201 ≈ 0.6
+    p = simans_weights(scores, 0.8, a=100.0, b=-1.8)
+    assert p.argmax() == 1
+    z = (scores - scores.mean()) / scores.std()
+    raw = np.exp(-100.0 * (z - (0.8 - scores.mean()) / scores.std() + 1.8) ** 2)
     np.testing.assert_allclose(p, raw / raw.sum(), rtol=1e-12)
 
 
 def test_simans_laplace_kernel():
     scores = np.array([0.1, 0.4, 1.0])
     raw = np.exp(-2.0 * np.abs(scores - 0.5))
-    np.testing.assert_allclose(simans_weights(scores, 0.5, a=2.0, kernel="laplace"), raw / raw.sum(), rtol=1e-12)
+    np.testing.assert_allclose(simans_weights(scores, 0.5, a=2.0, b=0.0, kernel="laplace", scale="raw"), raw / raw.sum(), rtol=1e-12)
 
 
-def test_simans_weights_survive_huge_a():
-    p = simans_weights(np.array([0.0, 10.0]), 10.0, a=1e6)
+@pytest.mark.parametrize("scale", ["query-z", "raw"])
+def test_simans_weights_survive_huge_a(scale):
+    p = simans_weights(np.array([0.0, 10.0]), 10.0, a=1e6, scale=scale)
     assert p.tolist() == [0.0, 1.0]
 
 

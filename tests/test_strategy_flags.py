@@ -58,7 +58,7 @@ def test_every_strategy_flag_exists_defaults_to_none_and_its_help_names_the_sign
         stated = re.search(r"\(default ([^)]+)\)", option.help)
         if stated:
             text = stated.group(1)
-            assert (float(text) if re.fullmatch(r"[\d.]+", text) else text) == strategy_params(strategy)[name], flag
+            assert (float(text) if re.fullmatch(r"-?[\d.]+", text) else text) == strategy_params(strategy)[name], flag  # e.g. simans --b (default -0.5)
 
 
 def _run(tmp_path):
@@ -90,6 +90,7 @@ def _run(tmp_path):
         ("curriculum", ["--n-stages", 2], {"n_stages": 2}),
         ("tas-balanced", ["--n-bins", 3], {"n_bins": 3}),
         ("simans", ["--score", "ce", "--a", 2.0], {"score": "ce", "a": 2.0}),
+        ("simans", ["--a", 0.5, "--b", 0.0, "--param", "scale=raw"], {"a": 0.5, "b": 0.0, "scale": "raw"}),
         ("denoise", ["--negative-below", 0.4, "--positive-above", 0.9, "--pseudo-positives"], {"negative_below": 0.4, "positive_above": 0.9, "pseudo_positives": True}),
     ],
 )

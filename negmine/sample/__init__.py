@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -81,7 +82,7 @@ def sample_pools(pools: list[QueryPool], strategy: str, num_negatives: int = 7, 
             chosen = np.asarray(chosen, dtype=np.int64)
             neg_ids = [pool.neg_id(int(i)) for i in chosen]
             positive_ids = {p for p, _ in pool.positives}
-            if len(chosen) > num_negatives or len(set(neg_ids)) != len(neg_ids) or positive_ids & set(neg_ids):
+            if len(chosen) > num_negatives or len(set(neg_ids)) != len(neg_ids) or positive_ids & set(neg_ids) or any(map(pool.is_excluded, neg_ids)):
                 raise StageError(f"strategy {strategy!r} broke an invariant for query {pool.query_id!r}")
             short += len(chosen) < num_negatives
             per_pair[len(chosen)] += 1
@@ -149,17 +150,86 @@ def sample_negatives(
     clusters: pa.Table | None = None,
     scored_candidates: pa.Table | None = None,
     scored_positives: pa.Table | None = None,
+    exclude: "Exclusions | None" = None,
     **params,
 ) -> tuple[pa.Table, dict]:
     """Build pools from ``candidates`` (positives removed) and sample ``num_negatives`` per (query, positive).
 
     ``corpus`` is needed by the strategies that draw from the whole corpus (``NEEDS``); ``clusters``
-    fills ``cluster_id``.
+    fills ``cluster_id``; ``exclude`` holds documents never to be negatives (see :func:`likely_false_negatives`).
     """
     for table in NEEDS.get(strategy, ()):
         if {"corpus": corpus, "clusters": clusters}[table] is None:
             raise StageError(f"strategy {strategy!r} needs the {table} table; pass {table}=")
-    pools = build_pools(candidates, positive_scores, qrels, queries, corpus, clusters)
+    pools = build_pools(candidates, positive_scores, qrels, queries, corpus, clusters,
+                        exclude.own if exclude else None, exclude.everywhere if exclude else frozenset())
     if scored_candidates is not None:  # teacher scores from the rescore stage
         attach_teacher_scores(pools, scored_candidates, scored_positives)
     return sample_pools(pools, strategy, num_negatives, seed, **params)
+
+
+@dataclass
+class Exclusions:
+    """Documents kept out of negatives: ``own[query_id]`` for one query, ``everywhere`` for every query."""
+
+    own: dict[str, set[str]] = field(default_factory=dict)
+    everywhere: frozenset[str] = frozenset()
+    reasons: dict[str, str] = field(default_factory=dict)  # doc_id of ``everywhere`` → reason; (q, d) below
+    pair_reasons: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def reason(self, query_id: str, doc_id: str) -> str | None:
+        """Why ``doc_id`` is kept out of ``query_id``'s negatives, or None."""
+        return self.pair_reasons.get((query_id, doc_id)) or self.reasons.get(doc_id)
+
+    def count(self, candidates: pa.Table) -> dict[str, int]:
+        """How many (query, candidate) rows of ``candidates`` are kept out, by reason."""
+        counts = {r: 0 for r in EXCLUSION_REASONS}
+        if not self.own and not self.everywhere:
+            return counts
+        for q, d in zip(candidates.column("query_id").to_pylist(), candidates.column("doc_id").to_pylist()):
+            why = self.reason(q, d)
+            if why is not None:
+                counts[why] += 1
+        return counts
+
+
+EXCLUSION_REASONS = ("duplicate_of_own_positive", "duplicate_of_other_positive", "above_max_fn_prob")
+
+
+def likely_false_negatives(
+    qrels: pa.Table,
+    duplicates: pa.Table | None = None,
+    fn_scores: pa.Table | None = None,
+    max_fn_prob: float | None = None,
+) -> Exclusions:
+    """The documents to keep out of each query's negatives (labelled positives aside).
+
+    ``duplicates`` (negmine.duplicates): a document whose text duplicates a labelled positive, of this
+    query (a false negative by construction) or of another query (in a training batch it would be a
+    negative of the very text that is that query's positive). ``fn_scores`` with ``max_fn_prob``:
+    candidates whose P(false negative) (negmine.fn_model) is above the cap.
+    """
+    positives: dict[str, set[str]] = {}
+    for q, d, r in zip(*(qrels.column(c).to_pylist() for c in ("query_id", "doc_id", "relevance"))):
+        if r > 0:
+            positives.setdefault(q, set()).add(d)
+    out = Exclusions()
+    if duplicates is not None and duplicates.num_rows:
+        dup_of: dict[str, set[str]] = {}
+        for d, p in zip(duplicates.column("doc_id").to_pylist(), duplicates.column("dup_of").to_pylist()):
+            dup_of.setdefault(d, set()).add(p)
+        out.everywhere = frozenset(dup_of)
+        out.reasons = {d: "duplicate_of_other_positive" for d in dup_of}
+        query_of: dict[str, set[str]] = {}
+        for q, pos in positives.items():
+            for p in pos:
+                query_of.setdefault(p, set()).add(q)
+        for d, of in dup_of.items():
+            for q in {q for p in of for q in query_of.get(p, ())}:
+                out.pair_reasons[(q, d)] = "duplicate_of_own_positive"
+    if fn_scores is not None and max_fn_prob is not None:
+        for q, d, p in zip(*(fn_scores.column(c).to_pylist() for c in ("query_id", "doc_id", "fn_prob"))):
+            if p > max_fn_prob and out.reason(q, d) is None:
+                out.own.setdefault(q, set()).add(d)
+                out.pair_reasons[(q, d)] = "above_max_fn_prob"
+    return out

@@ -28,6 +28,13 @@ class QueryPool:
     ce_scores: np.ndarray | None = None
     ce_probs: np.ndarray | None = None
     positive_ce: list[float | None] | None = None
+    # Documents removed from this query's pool as likely false negatives (duplicates of a positive, or a
+    # false-negative probability above the cap): never a negative, not even as a corpus draw.
+    excluded: frozenset[str] = frozenset()
+    excluded_everywhere: frozenset[str] = frozenset()  # shared by every pool (duplicates of any positive)
+
+    def is_excluded(self, doc_id: str) -> bool:
+        return doc_id in self.excluded or doc_id in self.excluded_everywhere
 
     def __len__(self) -> int:
         return len(self.doc_ids)
@@ -46,12 +53,16 @@ def build_pools(
     queries: pa.Table,
     corpus: pa.Table | None = None,
     clusters: pa.Table | None = None,
+    exclude: dict[str, set[str]] | None = None,
+    exclude_everywhere: frozenset[str] = frozenset(),
 ) -> list[QueryPool]:
     """Pools in the order of ``queries``; a query without a positive in ``qrels`` gets no pool.
 
     ``corpus`` (its doc ids) is shared by every pool for strategies that draw from the whole corpus;
-    ``clusters`` sets each pool's ``cluster_id``.
+    ``clusters`` sets each pool's ``cluster_id``; ``exclude[query_id]`` are documents removed from that
+    query's pool like its labelled positives (likely false negatives), ``exclude_everywhere`` from every pool.
     """
+    exclude = exclude or {}
     corpus_ids = corpus.column("doc_id").to_pylist() if corpus is not None else None
     cluster_of = dict(zip(*(clusters.column(c).to_pylist() for c in ("query_id", "cluster_id")))) if clusters is not None else {}
     positives: dict[str, list[str]] = {}
@@ -67,7 +78,7 @@ def build_pools(
     order = candidates.sort_by([("query_id", "ascending"), ("rank", "ascending")])
     grouped: dict[str, tuple[list, list, list, set]] = {}
     for qid, did, rank, score in zip(*(order.column(c).to_pylist() for c in ("query_id", "doc_id", "rank", "score"))):
-        if did in labelled.get(qid, ()):
+        if did in labelled.get(qid, ()) or did in exclude.get(qid, ()) or did in exclude_everywhere:
             continue
         ids, ranks, scores, seen = grouped.setdefault(qid, ([], [], [], set()))
         if did in seen:  # the same document twice (e.g. a fused pool): keep its best rank
@@ -90,6 +101,8 @@ def build_pools(
                 positives=[(p, pos_score.get((qid, p))) for p in positives[qid]],
                 corpus_ids=corpus_ids,
                 cluster_id=cluster_of.get(qid),
+                excluded=frozenset(exclude.get(qid, ())),
+                excluded_everywhere=exclude_everywhere,
             )
         )
     return pools

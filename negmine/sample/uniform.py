@@ -20,21 +20,23 @@ _TRIES_PER_DRAW = 50
 
 
 def draw_from_corpus(pool: QueryPool, size: int, rng: np.random.Generator, exclude: set[str] = frozenset()) -> list[int]:
-    """Up to ``size`` pool indices of distinct corpus documents drawn uniformly, skipping positives and ``exclude``.
+    """Up to ``size`` pool indices of distinct corpus documents drawn uniformly, skipping positives, the
+    pool's excluded documents (likely false negatives) and ``exclude``.
 
     Fewer than ``size`` only when the corpus has no more eligible documents.
     """
     if pool.corpus_ids is None:
         raise StageError(f"query {pool.query_id!r}: this strategy draws from the corpus; build the pools with corpus=")
     ids = pool.corpus_ids
-    banned = {p for p, _ in pool.positives} | set(exclude)
+    banned = {p for p, _ in pool.positives} | set(pool.excluded) | set(exclude)
+    banned_everywhere = pool.excluded_everywhere
     at = {d: i for i, d in enumerate(pool.doc_ids)}
     chosen: list[int] = []
     taken: set[str] = set()
 
     def take(row: int) -> None:
         doc = ids[row]
-        if doc not in banned and doc not in taken:
+        if doc not in banned and doc not in banned_everywhere and doc not in taken:
             taken.add(doc)
             chosen.append(at.get(doc, len(pool) + row))
 

@@ -1,0 +1,410 @@
+"""P(false negative) of every candidate: a calibrated probability that it is an unlabelled positive.
+
+Signals, each computed the same way for a candidate d of query q and for a labelled positive p:
+
+- ``retriever_z``       (s(q, d) − μ_q) / σ_q, the retriever score standardised over q's candidate list;
+- ``retriever_margin``  (s(q, d) − max_{p ∈ P_q} s(q, p)) / σ_q, the gap to the query's best positive
+                         (for a labelled positive p: to the best *other* positive);
+- ``log_rank``          log of d's rank in the candidate list;
+- ``teacher_z``, ``teacher_margin``   the same two with the teacher's scores (``negmine rescore``), when present;
+- ``other_log_rank``    log of d's rank in the other retriever's list (bm25 for dense, dense for bm25;
+                         K_other + 1 when it did not retrieve d), when that list exists: agreement;
+
+plus one rule: a document whose text duplicates one of q's positives (``negmine.duplicates``) gets
+probability 1.
+
+Two ways to fit a logistic model σ(w·x + w₀) on the standardised signals:
+
+``pu`` (default, no labels needed)
+    positive-unlabelled learning (Elkan & Noto, KDD 2008; the joint likelihood of Ward et al., Biometrics
+    2009). The labelled positives that the retriever returned, of queries with at least two positives
+    (each measured against the query's other positives, as an unlabelled positive would be), are the
+    labelled class; every other candidate is unlabelled. With P(positive | x) = σ(w·x + w₀) and a
+    constant labelling frequency c = P(labelled | positive), P(labelled | x) = c · σ(w·x + w₀); w, w₀
+    and c are fitted together by maximum likelihood:
+        ℓ = Σ_labelled log(c·σ(zᵢ)) + Σ_unlabelled log(1 − c·σ(zᵢ)) − ½λ‖w‖².
+    It assumes the labelled positives are a random sample of all positives in the candidate lists
+    ("selected completely at random"); where annotators judged only what one system ranked first, it
+    underestimates.
+``labels``
+    supervised, on audited labels (``query_id, neg_id, label``) of candidates: P(positive | x) = σ(w·x + w₀).
+
+Uncertainty: the parameters' posterior is approximated by the Laplace approximation N(θ̂, H⁻¹) (H the
+Hessian of the penalised negative log-likelihood); a strategy's false-negative rate Σ pᵢ / n then gets
+a 95% interval from draws of θ, of the queries (resampled with replacement) and of Bernoulli(pᵢ)
+outcomes (:func:`rate_interval`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from negmine.errors import StageError
+
+FIT_METHODS = ("pu", "labels")
+L2 = 1.0  # ridge penalty on the standardised weights (not the intercept)
+
+
+@dataclass
+class Features:
+    """Signals of the candidates (unlabelled) and of the labelled positives (the PU labelled class)."""
+
+    names: list[str]
+    candidates: np.ndarray  # (n, f)
+    query_ids: list[str]
+    doc_ids: list[str]
+    ranks: np.ndarray  # int32, the candidate's source rank
+    duplicate: np.ndarray  # bool, the candidate duplicates one of its query's positives
+    positives: np.ndarray  # (m, f)
+    positive_query_ids: list[str]
+    list_size: int = 0  # K, the deepest candidate rank
+
+
+def _per_query(keys: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of ``values`` per query index ``keys`` (std 1 where it is 0 or undefined)."""
+    count = np.bincount(keys, minlength=n).astype(np.float64)
+    total = np.bincount(keys, weights=values, minlength=n)
+    mean = np.divide(total, count, out=np.zeros(n), where=count > 0)
+    sq = np.bincount(keys, weights=(values - mean[keys]) ** 2, minlength=n)
+    std = np.sqrt(np.divide(sq, count, out=np.zeros(n), where=count > 0))
+    return mean, np.where(std > 1e-12, std, 1.0)
+
+
+def _best_other(scores: dict[str, float], pos: str) -> float | None:
+    others = [s for p, s in scores.items() if p != pos and s is not None]
+    return max(others) if others else None
+
+
+def build_features(
+    candidates: pa.Table,
+    positive_scores: pa.Table,
+    qrels: pa.Table,
+    scored_candidates: pa.Table | None = None,
+    scored_positives: pa.Table | None = None,
+    other_candidates: pa.Table | None = None,
+    other_positive_scores: pa.Table | None = None,
+    duplicates: pa.Table | None = None,
+) -> Features:
+    """The signals of every candidate of a labelled query (labelled positives left out) and of every
+    retrieved labelled positive of a query with at least two positives."""
+    positives: dict[str, set[str]] = {}
+    for q, d, r in zip(*(qrels.column(c).to_pylist() for c in ("query_id", "doc_id", "relevance"))):
+        if r > 0:
+            positives.setdefault(q, set()).add(d)
+    cq = candidates.column("query_id").to_pylist()
+    cd = candidates.column("doc_id").to_pylist()
+    crank = candidates.column("rank").to_numpy().astype(np.int64)
+    cscore = candidates.column("score").to_numpy().astype(np.float64)
+    queries = sorted({q for q in cq if q in positives})
+    qindex = {q: i for i, q in enumerate(queries)}
+    in_list = np.array([q in qindex for q in cq], dtype=bool)
+    keys = np.array([qindex.get(q, 0) for q in cq], dtype=np.int64)
+    nq = len(queries)
+    mu, sigma = _per_query(keys[in_list], cscore[in_list], nq)
+    list_size = int(crank.max()) if len(crank) else 0
+
+    pos_score: dict[str, dict[str, float]] = {}
+    pos_rank: dict[tuple[str, str], int | None] = {}
+    for q, d, rank, s in zip(*(positive_scores.column(c).to_pylist() for c in ("query_id", "doc_id", "rank", "score"))):
+        if d in positives.get(q, ()):
+            pos_score.setdefault(q, {})[d] = s
+            pos_rank[(q, d)] = rank
+
+    names = ["retriever_z", "retriever_margin", "log_rank"]
+    teacher = scored_candidates is not None and scored_positives is not None
+    if teacher:
+        names += ["teacher_z", "teacher_margin"]
+        t_of = {(q, d): s for q, d, s in zip(*(scored_candidates.column(c).to_pylist() for c in ("query_id", "doc_id", "ce_score")))}
+        t_pos: dict[str, dict[str, float]] = {}
+        for q, d, s in zip(*(scored_positives.column(c).to_pylist() for c in ("query_id", "doc_id", "ce_score"))):
+            if d in positives.get(q, ()):
+                t_pos.setdefault(q, {})[d] = s
+        ct = np.array([t_of.get((q, d), np.nan) for q, d in zip(cq, cd)], dtype=np.float64)
+        ok = in_list & ~np.isnan(ct)
+        tmu, tsigma = _per_query(keys[ok], ct[ok], nq)
+    other = other_candidates is not None
+    if other:
+        names.append("other_log_rank")
+        o_rank = {(q, d): r for q, d, r in zip(*(other_candidates.column(c).to_pylist() for c in ("query_id", "doc_id", "rank")))}
+        o_depth = (max(o_rank.values()) if o_rank else 0) + 1
+        if other_positive_scores is not None:
+            for q, d, r in zip(*(other_positive_scores.column(c).to_pylist() for c in ("query_id", "doc_id", "rank"))):
+                if r is not None:
+                    o_rank.setdefault((q, d), r)
+    dup_of: dict[str, set[str]] = {}
+    if duplicates is not None:
+        for d, p in zip(duplicates.column("doc_id").to_pylist(), duplicates.column("dup_of").to_pylist()):
+            dup_of.setdefault(d, set()).add(p)
+
+    rows, row_q, row_d, row_rank, row_dup = [], [], [], [], []
+    for i in np.flatnonzero(in_list):
+        q, d = cq[i], cd[i]
+        if d in positives[q]:
+            continue
+        k = keys[i]
+        best = max((s for s in pos_score.get(q, {}).values() if s is not None), default=None)
+        feats = [(cscore[i] - mu[k]) / sigma[k], ((cscore[i] - best) / sigma[k]) if best is not None else np.nan, np.log(crank[i])]
+        if teacher:
+            tbest = max((s for s in t_pos.get(q, {}).values() if s is not None), default=None)
+            feats += [(ct[i] - tmu[k]) / tsigma[k], ((ct[i] - tbest) / tsigma[k]) if tbest is not None else np.nan]
+        if other:
+            feats.append(np.log(o_rank.get((q, d), o_depth)))
+        rows.append(feats)
+        row_q.append(q)
+        row_d.append(d)
+        row_rank.append(int(crank[i]))
+        row_dup.append(bool(dup_of.get(d, set()) & positives[q]))
+
+    pos_rows, pos_q = [], []
+    for q in queries:
+        scores = pos_score.get(q, {})
+        if len(positives[q]) < 2:
+            continue
+        k = qindex[q]
+        for p in sorted(positives[q]):
+            rank, s = pos_rank.get((q, p)), scores.get(p)
+            best = _best_other(scores, p)
+            if rank is None or s is None or best is None:  # only positives the retriever returned: as the candidates
+                continue
+            feats = [(s - mu[k]) / sigma[k], (s - best) / sigma[k], np.log(rank)]
+            if teacher:
+                ts, tbest = t_pos.get(q, {}).get(p), _best_other(t_pos.get(q, {}), p)
+                if ts is None or tbest is None:
+                    continue
+                feats += [(ts - tmu[k]) / tsigma[k], (ts - tbest) / tsigma[k]]
+            if other:
+                feats.append(np.log(o_rank.get((q, p), o_depth)))
+            pos_rows.append(feats)
+            pos_q.append(q)
+    width = len(names)
+    cand = np.asarray(rows, dtype=np.float64).reshape(-1, width)
+    cand = np.where(np.isnan(cand), 0.0, cand)  # a query whose positives have no score: no margin signal
+    return Features(names, cand, row_q, row_d, np.asarray(row_rank, dtype=np.int32), np.asarray(row_dup, dtype=bool),
+                    np.asarray(pos_rows, dtype=np.float64).reshape(-1, width), pos_q, list_size)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[np.ndarray, np.ndarray]:
+    """Penalised maximum likelihood of σ(w·x + w₀) by Newton's method; returns (weights with the
+    intercept last, the Hessian at the optimum). The penalty ½·l2·‖w‖² leaves the intercept free."""
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    penalty = np.full(xb.shape[1], l2)
+    penalty[-1] = 0.0
+    prior = np.clip(y.mean(), 1e-6, 1 - 1e-6)
+    w = np.zeros(xb.shape[1])
+    w[-1] = np.log(prior / (1 - prior))
+
+    def objective(v: np.ndarray) -> float:
+        z = xb @ v
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(penalty * v * v))
+
+    def hessian(v: np.ndarray) -> np.ndarray:
+        p = _sigmoid(xb @ v)
+        return (xb * (p * (1 - p))[:, None]).T @ xb + np.diag(penalty) + 1e-9 * np.eye(len(v))
+
+    current = objective(w)
+    for _ in range(100):  # Newton's method with a backtracking line search (the loss is convex)
+        grad = xb.T @ (_sigmoid(xb @ w) - y) + penalty * w
+        step = np.linalg.solve(hessian(w), grad)
+        t = 1.0
+        while t > 1e-10:
+            trial = objective(w - t * step)
+            if trial <= current - 1e-4 * t * float(grad @ step):
+                break
+            t *= 0.5
+        w = w - t * step
+        done = current - trial < 1e-10 * max(1.0, abs(current))
+        current = trial
+        if done or np.abs(t * step).max() < 1e-8:
+            break
+    hess = hessian(w)
+    return w, hess
+
+
+@dataclass
+class FnModel:
+    """A fitted P(false negative) model: standardisation, parameters θ = (w, w₀[, logit c]) and their covariance."""
+
+    method: str
+    names: list[str]
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    covariance: np.ndarray
+    c: float = 0.0  # PU: the labelling frequency P(labelled | positive); 0 for a model fitted on audited labels
+    off_list_prob: float = 0.0  # a corpus document outside the candidate lists
+    stats: dict = field(default_factory=dict)
+
+    def _design(self, x: np.ndarray) -> np.ndarray:
+        z = (x - self.mean) / self.scale
+        return np.hstack([z, np.ones((len(z), 1))])
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """P(false negative) of each row of signals: of an *unlabelled* candidate, so for PU
+        P(positive | x, unlabelled) = (1 − c)·σ(z) / (1 − c·σ(z)) (Elkan & Noto, KDD 2008, §3)."""
+        return self._posterior(self._design(x) @ self.weights[: len(self.names) + 1], self.c if self.method == "pu" else 0.0)
+
+    def draws(self, x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+        """(n, rows) probabilities under n draws of the parameters from their Laplace posterior."""
+        theta = rng.multivariate_normal(self.weights, self.covariance, size=n, method="eigh")
+        z = self._design(x) @ theta[:, : len(self.names) + 1].T  # (rows, n)
+        c = _sigmoid(theta[:, -1]) if self.method == "pu" else np.zeros(n)
+        return self._posterior(z, c[None, :]).T
+
+    @staticmethod
+    def _posterior(z: np.ndarray, c) -> np.ndarray:
+        p = _sigmoid(z)
+        return (1 - c) * p / (1 - c * p)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "names": self.names, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                "weights": self.weights.tolist(), "covariance": self.covariance.tolist(), "c": self.c,
+                "off_list_prob": self.off_list_prob, "stats": self.stats}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FnModel":
+        return cls(d["method"], list(d["names"]), np.asarray(d["mean"]), np.asarray(d["scale"]), np.asarray(d["weights"]),
+                   np.asarray(d["covariance"]), float(d["c"]), float(d["off_list_prob"]), d.get("stats", {}))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0) if len(x) else np.zeros(x.shape[1])
+    scale = x.std(axis=0) if len(x) else np.ones(x.shape[1])
+    return mean, np.where(scale > 1e-12, scale, 1.0)
+
+
+def _pu_objective(theta: np.ndarray, xb: np.ndarray, labelled: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
+    """Negative penalised log-likelihood of the PU model and its gradient; θ = (w, w₀, logit c)."""
+    w, gamma = theta[:-1], theta[-1]
+    z = xb @ w
+    log_p = -np.logaddexp(0.0, -z)  # log σ(z)
+    log_c = -np.logaddexp(0.0, -gamma)
+    c = np.exp(log_c)
+    p = np.exp(log_p)
+    q = c * p
+    log_1mq = np.log1p(-np.minimum(q, 1 - 1e-12))
+    penalty = np.full(len(w), l2)
+    penalty[-1] = 0.0
+    value = -(np.sum(log_c + log_p[labelled]) + np.sum(log_1mq[~labelled])) + 0.5 * np.sum(penalty * w * w)
+    dz = np.where(labelled, -(1 - p), c * p * (1 - p) / (1 - np.minimum(q, 1 - 1e-12)))
+    dgamma = np.sum(np.where(labelled, -(1 - c), p * c * (1 - c) / (1 - np.minimum(q, 1 - 1e-12))))
+    return float(value), np.concatenate([xb.T @ dz + penalty * w, [dgamma]])
+
+
+def _numeric_hessian(fun, theta: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    n = len(theta)
+    h = np.empty((n, n))
+    for i in range(n):
+        step = np.zeros(n)
+        step[i] = eps
+        h[:, i] = (fun(theta + step)[1] - fun(theta - step)[1]) / (2 * eps)
+    return (h + h.T) / 2
+
+
+def fit_pu(features: Features, seed: int = 42) -> FnModel:
+    """The positive-unlabelled model on ``features`` (see the module docstring)."""
+    from scipy.optimize import minimize
+
+    n_pos = len(features.positives)
+    if n_pos < 10:
+        raise StageError(
+            f"the false-negative model needs labelled positives to learn from: {n_pos} retrieved positives of queries with "
+            "two or more positives (at least 10); fit on audited labels instead (negmine fn-scores --fn-labels)"
+        )
+    x = np.vstack([features.positives, features.candidates])
+    labelled = np.concatenate([np.ones(n_pos, bool), np.zeros(len(features.candidates), bool)])
+    mean, scale = _standardise(x)
+    xb = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+    # start from the labelled-vs-unlabelled classifier g (Elkan & Noto) with c = ½
+    w0, _ = fit_logistic(xb[:, :-1], labelled.astype(float))
+    start = np.concatenate([w0[:-1], [w0[-1] + np.log(2.0)], [0.0]])
+    fun = lambda theta: _pu_objective(theta, xb, labelled, L2)  # noqa: E731
+    result = minimize(fun, start, jac=True, method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-8})
+    theta = result.x
+    hess = _numeric_hessian(fun, theta) + 1e-9 * np.eye(len(theta))
+    covariance = np.linalg.pinv(hess)
+    c = float(1 / (1 + np.exp(-theta[-1])))
+    model = FnModel("pu", features.names, mean, scale, theta, covariance, c)
+    model.stats = {"labelled_positives": n_pos, "unlabelled": int(len(features.candidates)), "c": round(c, 6), "converged": bool(result.success)}
+    return model
+
+
+def fit_labels(features: Features, labels: dict[tuple[str, str], int]) -> FnModel:
+    """A supervised model on audited labels of candidates ((query_id, doc_id) → 0/1)."""
+    idx = [i for i, key in enumerate(zip(features.query_ids, features.doc_ids)) if key in labels]
+    y = np.array([labels[(features.query_ids[i], features.doc_ids[i])] for i in idx], dtype=np.float64)
+    if len(idx) < 10 or y.sum() == 0 or y.sum() == len(y):
+        raise StageError(f"the false-negative model needs audited labels of candidates with both outcomes: {len(idx)} labelled candidates, {int(y.sum())} positive")
+    x = features.candidates[idx]
+    mean, scale = _standardise(features.candidates)
+    w, hess = fit_logistic((x - mean) / scale, y)
+    model = FnModel("labels", features.names, mean, scale, w, np.linalg.pinv(hess))
+    model.stats = {"labelled_candidates": len(idx), "labelled_false_negatives": int(y.sum())}
+    return model
+
+
+def fit_model(features: Features, method: str = "pu", labels: dict | None = None, seed: int = 42, corpus_size: int | None = None,
+              recall: float | None = None) -> FnModel:
+    """Fit with ``method`` and set the probability of a corpus document outside the candidate lists:
+    the expected unlabelled positives of a query beyond its list, m · (1 − R) / R with m the expected
+    number inside it and R the recall of labelled positives, spread over the N − K documents not listed."""
+    if method not in FIT_METHODS:
+        raise StageError(f"unknown false-negative model {method!r}; choose from {sorted(FIT_METHODS)}")
+    model = fit_pu(features, seed) if method == "pu" else fit_labels(features, labels or {})
+    if corpus_size and recall and len(features.candidates):
+        probs = model.predict(features.candidates)
+        per_query = probs.sum() / max(len(set(features.query_ids)), 1)
+        beyond = max(corpus_size - features.list_size, 1)
+        model.off_list_prob = float(min(1.0, per_query * (1 - recall) / max(recall, 1e-9) / beyond))
+    model.stats["mean_fn_prob"] = round(float(model.predict(features.candidates).mean()), 6) if len(features.candidates) else None
+    return model
+
+
+def score_candidates(features: Features, model: FnModel) -> pa.Table:
+    """The ``fn_scores`` table: P(false negative) of every candidate; 1 for duplicates of a positive."""
+    from negmine.schemas import FN_SCORES
+
+    probs = model.predict(features.candidates) if len(features.candidates) else np.zeros(0)
+    probs = np.where(features.duplicate, 1.0, probs)
+    table = pa.table({"query_id": features.query_ids, "doc_id": features.doc_ids, "source_rank": pa.array(features.ranks, pa.int32()),
+                      "fn_prob": pa.array(probs.astype(np.float32), pa.float32())}, schema=FN_SCORES)
+    return table.sort_by([("query_id", "ascending"), ("source_rank", "ascending"), ("doc_id", "ascending")])
+
+
+def rate_interval(query_ids: list[str], rows: np.ndarray | None, features: Features, model: FnModel, extra_probs: np.ndarray | None = None,
+                  n_boot: int = 1000, seed: int = 42) -> tuple[float, float, float]:
+    """Estimated false-negative rate of a set of negatives and its 95% interval.
+
+    ``rows`` index the negatives that are candidates into ``features`` (None for none); ``extra_probs``
+    are fixed probabilities of the others (in that order after the candidates: corpus draws, duplicates).
+    The interval draws the model (weights and c), resamples the queries and draws each negative's outcome.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(query_ids)
+    if n == 0:
+        return 0.0, 0.0, 0.0
+    fixed = np.asarray(extra_probs if extra_probs is not None else np.zeros(0), dtype=np.float64)
+    cand_x = features.candidates[rows] if rows is not None and len(rows) else np.zeros((0, len(features.names)))
+    dup = features.duplicate[rows] if rows is not None and len(rows) else np.zeros(0, dtype=bool)
+    point = np.concatenate([np.where(dup, 1.0, model.predict(cand_x)) if len(cand_x) else np.zeros(0), fixed])
+    draws = model.draws(cand_x, n_boot, rng) if len(cand_x) else np.zeros((n_boot, 0))
+    draws = np.where(dup[None, :], 1.0, draws)
+    draws = np.hstack([draws, np.broadcast_to(fixed, (n_boot, len(fixed)))])
+    uniq, qkey = np.unique(np.asarray(query_ids), return_inverse=True)
+    rates = np.empty(n_boot)
+    for b in range(n_boot):
+        weight = np.bincount(rng.integers(0, len(uniq), len(uniq)), minlength=len(uniq))[qkey]
+        outcome = rng.random(n) < draws[b]
+        total = weight.sum()
+        rates[b] = (weight * outcome).sum() / total if total else 0.0
+    return float(point.mean()), float(np.percentile(rates, 2.5)), float(np.percentile(rates, 97.5))
