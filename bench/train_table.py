@@ -97,7 +97,7 @@ def mine(data: str, root: Path, model: str, msl: int, arms: list[str], teacher: 
         runs["control"] = _copy_run(root, "control")
         with runs["control"].lock() as run:
             if teacher:
-                rescore_stage(run, teacher, "dense", max_length=msl)
+                rescore_stage(run, teacher, "dense", max_length=msl, precision="auto")
             bm25_stage(run, k=100, threads=2)  # BM25 ranks: the agreement signal of the false-negative model
             duplicates_stage(run)
             fn_scores_stage(run, "dense")

@@ -79,8 +79,8 @@ def _strategy_params(extra: dict, **given) -> dict:
 # Dedicated options of the main strategy parameters (the defaults live in the strategy functions' signatures).
 MaxRelativeOpt = typer.Option(None, "--max-relative", help="positive-aware: keep negatives scoring below MAX_RELATIVE x s(q, d+) (default 0.95).")
 MarginOpt = typer.Option(None, "--margin", help="positive-aware: keep negatives scoring below s(q, d+) - MARGIN.")
-AOpt = typer.Option(None, "--a", help="SimANS: kernel sharpness a (default 0.5).")
-BOpt = typer.Option(None, "--b", help="SimANS: offset b; the kernel peaks at s = s+ + b (default 0).")
+AOpt = typer.Option(None, "--a", help="SimANS: kernel sharpness a, on scores standardised per query, z = (s - pool mean) / pool std (--param scale=raw: on raw scores) (default 1.0).")
+BOpt = typer.Option(None, "--b", help="SimANS: offset b; the kernel peaks at z = z+ + b, b pool standard deviations from the positive, below it when b < 0 (--param scale=raw: raw score units) (default -0.5).")
 KernelOpt = typer.Option(None, "--kernel", help="SimANS: gaussian | laplace")
 PositiveScoreOpt = typer.Option(None, "--positive-score", help="SimANS: pair | random | mean | max")
 RangeMinOpt = typer.Option(None, "--range-min", help="range: first rank (default 10).")
@@ -94,6 +94,10 @@ ScoreOpt = typer.Option(None, "--score", help="simans: retriever | ce (teacher s
 NegativeBelowOpt = typer.Option(None, "--negative-below", help="denoise: keep top candidates whose teacher ce_prob is below this (default 0.1).")
 PositiveAboveOpt = typer.Option(None, "--positive-above", help="denoise: a ce_prob above this marks a likely false negative (default 0.9).")
 PseudoPositivesOpt = typer.Option(None, "--pseudo-positives/--no-pseudo-positives", help="denoise: write the likely false negatives to pseudo_positives_denoise.parquet.")
+DedupOpt = typer.Option(True, "--dedup/--no-dedup", help="Keep documents whose text duplicates a labelled positive (exactly or nearly) out of the negatives.")
+MaxFnProbOpt = typer.Option(
+    None, "--max-fn-prob", help="Keep candidates whose P(false negative) is above this out of the negatives (fits the model of `negmine fn-scores` if the run has none)."
+)
 SourceOpt = typer.Option("dense", "--source", help="Candidate pool: dense | bm25 | hybrid (bm25 and dense fused; see `negmine hybrid`)")
 EngineOpt = typer.Option("local", "--engine", help="local | ray: encode, search and rescore in this process or on a Ray cluster (identical outputs).")
 RayAddressOpt = typer.Option(
@@ -213,6 +217,7 @@ def rescore(
     engine: str = EngineOpt,
     ray_address: Optional[str] = RayAddressOpt,
     ray_actors: Optional[int] = RayActorsOpt,
+    teacher_precision: str = typer.Option("float32", "--teacher-precision", help="A bi-encoder teacher's precision: float32 | bfloat16 | float16 | auto (local engine)."),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ):
@@ -226,7 +231,7 @@ def rescore(
             task = bar.add_task("rescoring pairs", total=None)
             return rescore_stage(
                 run, teacher, source, max_length, batch_size, progress=lambda n: bar.advance(task, n), force=force, engine=engine, ray_address=ray_address,
-                ray_actors=ray_actors,
+                ray_actors=ray_actors, precision=teacher_precision,
             )
 
     _with_run(run_dir, body, as_json, "rescore")
@@ -273,6 +278,8 @@ def sample(
     positive_above: Optional[float] = PositiveAboveOpt,
     pseudo_positives: Optional[bool] = PseudoPositivesOpt,
     param: List[str] = ParamOpt,
+    dedup: bool = DedupOpt,
+    max_fn_prob: Optional[float] = MaxFnProbOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ):
@@ -285,7 +292,7 @@ def sample(
             score=score, max_relative=max_relative, margin=margin, max_score=max_score, hard_ratio=hard_ratio, n_stages=n_stages,
             n_bins=n_bins, negative_below=negative_below, positive_above=positive_above, pseudo_positives=pseudo_positives,
         )
-        return sample_stage(run, strategy, source, num_negatives, seed, params, force)
+        return sample_stage(run, strategy, source, num_negatives, seed, params, force, dedup=dedup, max_fn_prob=max_fn_prob)
 
     _with_run(run_dir, body, as_json, "sample")
 
@@ -332,6 +339,8 @@ def mine(
     ray_actors: Optional[int] = RayActorsOpt,
     index: str = IndexOpt,
     precision: str = PrecisionOpt,
+    dedup: bool = DedupOpt,
+    max_fn_prob: Optional[float] = MaxFnProbOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ):
@@ -350,9 +359,39 @@ def mine(
                 max_seq_length, dtype, batch_size, bm25_backend, params, force,
                 on_stage=lambda name: status.update(f"[bold]{name}[/] …"), teacher=teacher, fusion=fusion, teacher_max_length=teacher_max_length,
                 engine=engine, ray_address=ray_address, index=index, precision=precision, ray_actors=ray_actors,
+                dedup=dedup, max_fn_prob=max_fn_prob,
             )
 
     _with_run(run_dir, body, as_json, f"mine --strategy {strategy}")
+
+
+@app.command()
+def duplicates(
+    run_dir: Path = RunOpt,
+    threshold: float = typer.Option(0.8, "--dup-threshold", help="Word-shingle Jaccard at or above which a text nearly duplicates a positive's."),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+):
+    """Find documents whose text duplicates a labelled positive's; writes duplicates.parquet."""
+    from negmine.false_negative_stages import duplicates_stage
+
+    _with_run(run_dir, lambda run: duplicates_stage(run, threshold, force), as_json, "duplicates")
+
+
+@app.command("fn-scores")
+def fn_scores(
+    run_dir: Path = RunOpt,
+    source: str = typer.Option("dense", "--source", help="Candidate pool to score: dense | bm25 | hybrid"),
+    method: str = typer.Option("pu", "--fn-model", help="pu (learns from the labelled positives, no labels needed) | labels (needs --fn-labels)"),
+    labels: Optional[Path] = typer.Option(None, "--fn-labels", help="CSV query_id,neg_id,label (0/1) of audited candidates; fits on them."),
+    seed: int = typer.Option(42, "--seed", help="Seed of the model's folds and bootstrap."),
+    force: bool = ForceOpt,
+    as_json: bool = JsonOpt,
+):
+    """P(false negative) of every candidate from the run's signals; writes fn_scores_<source>.parquet."""
+    from negmine.false_negative_stages import fn_scores_stage
+
+    _with_run(run_dir, lambda run: fn_scores_stage(run, source, method, labels, seed, force), as_json, "fn-scores")
 
 
 @app.command("estimate-fn")
@@ -389,11 +428,11 @@ def _print_fn_table(summary: dict) -> None:
         return f"{estimate['rate']:.1%} [{estimate['ci_low']:.1%}, {estimate['ci_high']:.1%}]"
 
     table = Table(title="estimated false-negative rate [95% interval]", title_justify="left")
-    for column in ("strategy", "negatives", "teacher", "labels", "audit", "neg/pos score"):
+    for column in ("strategy", "negatives", "model", "teacher", "labels", "audit", "neg/pos score"):
         table.add_column(column, justify="left" if column == "strategy" else "right")
     for strategy, entry in sorted(summary.items()):
         ratio = entry.get("score_ratio")
-        table.add_row(strategy, str(entry["negatives"]), cell(entry.get("teacher")), cell(entry.get("labels")), cell(entry.get("audit")),
+        table.add_row(strategy, str(entry["negatives"]), cell(entry.get("model")), cell(entry.get("teacher")), cell(entry.get("labels")), cell(entry.get("audit")),
                       "–" if ratio is None else f"{ratio:.3f}")
     err.print(table)
 
@@ -435,6 +474,9 @@ def train(
     seed: int = typer.Option(42, "--seed"),
     max_seq_length: int = typer.Option(256, "--max-seq-length"),
     adore_k: int = typer.Option(200, "--adore-k", help="adore: documents retrieved per query each step."),
+    mask_collisions: bool = typer.Option(True, "--mask-collisions/--no-mask-collisions", help="Leave out of each anchor's softmax the in-batch documents that are positives of its query (labelled, duplicates.parquet, likely false negatives)."),
+    fn_source: str = typer.Option("dense", "--fn-source", help="Which fn_scores_<source> table gives the likely false negatives to mask (used when the run has it)."),
+    mask_fn_above: float = typer.Option(0.5, "--mask-fn-above", help="Mask candidates whose fn_prob is above this."),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ):
@@ -442,9 +484,10 @@ def train(
     from negmine.training_stages import train_stage
 
     chosen = None if strategy == "none" else strategy
+    masking = {"mask_collisions": mask_collisions, "fn_source": fn_source, "mask_fn_above": mask_fn_above}
     _with_run(
         run_dir,
-        lambda run: train_stage(run, model, name, method, chosen, loss, num_negatives, random_negatives, batching, epochs, batch_size, learning_rate, seed, max_seq_length, adore_k, force),
+        lambda run: train_stage(run, model, name, method, chosen, loss, num_negatives, random_negatives, batching, epochs, batch_size, learning_rate, seed, max_seq_length, adore_k, force, **masking),
         as_json,
         "train",
     )
@@ -538,13 +581,14 @@ def export(
     out: str = typer.Option(..., "--out", "-o", help="Output file (*.parquet or *.jsonl for sentence-transformers, *.jsonl otherwise); '-' streams JSONL to stdout."),
     layout: str = typer.Option("n-tuple", "--layout", help="sentence-transformers: n-tuple | triplet | labeled-pair (mine_hard_negatives' output_format)."),
     num_negatives: Optional[int] = typer.Option(None, "--num-negatives", "-n", help="sentence-transformers n-tuple: negative columns (default: the widest pair; shorter pairs dropped)."),
+    group_ids: Optional[bool] = typer.Option(None, "--group-ids/--no-group-ids", help="Add query_id, the documents' ids and positive_ids (for masking in-batch false negatives). Default: on for flagembedding and tevatron, off for sentence-transformers (its trainer would read them as texts)."),
     as_json: bool = JsonOpt,
 ):
     """Write the negatives as training data for sentence-transformers, FlagEmbedding or Tevatron (text joined from corpus/queries)."""
     from negmine.export import export_run
 
     def go():
-        stats = export_run(run_dir, strategy, fmt, out, layout, num_negatives)
+        stats = export_run(run_dir, strategy, fmt, out, layout, num_negatives, group_ids)
         if as_json and out != "-":
             sys.stdout.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
         elif not as_json:

@@ -17,6 +17,25 @@ Formats (``EXPORTERS``):
 
 Documents are ``title + " " + text`` (as the retrievers and the trainer saw them) except in Tevatron,
 which keeps the title apart.
+
+Group ids (``group_ids``), so that another trainer can mask in-batch false negatives as ``negmine train``
+does (negmine.collisions): every row gets the ids of its texts and its query's positive group, appended
+after the existing fields (which stay as they are) in this order:
+
+1. ``query_id`` — the query of the row (Tevatron records have it already, in the first place);
+2. the document ids, cell by cell — sentence-transformers: ``pos_id``, ``neg_id_1..n`` (n-tuple; the ids
+   of ``positive``, ``negative_1..n``), ``pos_id``, ``neg_id`` (triplet), ``doc_id`` (labeled-pair; the
+   id of ``positive``, whatever its label); FlagEmbedding: ``pos_ids``, ``neg_ids`` (the ids of ``pos``
+   and ``neg``, in their order); Tevatron: none, the passages' ``docid`` are the ids;
+3. ``positive_ids`` — the query's positive group, sorted: its labelled positives (relevance > 0) and
+   their text duplicates from the run's ``duplicates.parquet`` when it has one. An in-batch document
+   whose id is in an anchor's ``positive_ids`` is no negative of that anchor.
+
+The default (``group_ids=None``) adds them where the consumer ignores extra fields (FlagEmbedding's and
+Tevatron's loaders read their keys by name) and leaves them out of the sentence-transformers layouts:
+``SentenceTransformerTrainer`` would take every extra column as one more text input. Drop them
+(``dataset.remove_columns``) before handing such a file to the trainer, or pass the row index as a
+``label`` column to a loss that looks the ids up, as negmine.train does.
 """
 
 from __future__ import annotations
@@ -32,6 +51,13 @@ import pyarrow as pa
 from negmine.errors import BadInputError
 
 ST_LAYOUTS = ("n-tuple", "triplet", "labeled-pair")
+
+
+def _positive_ids(qrels: pa.Table, duplicates: pa.Table | None, doc_text: dict) -> dict[str, list[str]]:
+    """query_id → its positive group (labelled positives ∪ their duplicates) among the corpus, sorted."""
+    from negmine.collisions import positive_groups
+
+    return {q: sorted(d for d in group if d in doc_text) for q, group in positive_groups(qrels, duplicates).items()}
 
 
 def _lookups(queries: pa.Table, corpus: pa.Table, qrels: pa.Table):
@@ -63,9 +89,14 @@ def _query_negatives(by_pos: dict[str, list[str]]) -> list[str]:
 
 
 def sentence_transformers_export(
-    negatives: pa.Table, queries: pa.Table, corpus: pa.Table, qrels: pa.Table, layout: str = "n-tuple", num_negatives: int | None = None
+    negatives: pa.Table, queries: pa.Table, corpus: pa.Table, qrels: pa.Table, layout: str = "n-tuple", num_negatives: int | None = None,
+    group_ids: bool | None = None, duplicates: pa.Table | None = None,
 ) -> tuple[pa.Table, dict]:
-    """Columns of ``mine_hard_negatives(output_format=layout)``; ``num_negatives`` (n-tuple) defaults to the widest pair."""
+    """Columns of ``mine_hard_negatives(output_format=layout)``; ``num_negatives`` (n-tuple) defaults to the widest pair.
+
+    With ``group_ids`` (off by default: the trainer would read extra columns as texts), the id columns of
+    the module docstring follow the text columns.
+    """
     if layout not in ST_LAYOUTS:
         raise BadInputError("--layout", f"unknown sentence-transformers layout {layout!r}; choose from {sorted(ST_LAYOUTS)}")
     query_ids, query_text, doc_text, _ = _lookups(queries, corpus, qrels)
@@ -74,57 +105,81 @@ def sentence_transformers_export(
     stats = {"layout": layout, "pairs": len(pairs), "queries": sum(q in grouped for q in query_ids)}
     if layout == "triplet":
         rows = [(q, p, n) for q, p, negs in pairs for n in negs]
-        table = pa.table({
+        columns = {
             "anchor": pa.array([query_text[q] for q, _, _ in rows], pa.string()),
             "positive": pa.array([doc_text[p] for _, p, _ in rows], pa.string()),
             "negative": pa.array([doc_text[n] for _, _, n in rows], pa.string()),
-        })
+        }
+        ids = {"pos_id": [p for _, p, _ in rows], "neg_id": [n for _, _, n in rows]}
     elif layout == "labeled-pair":
-        anchors, texts, labels = [], [], []
-        for q in query_ids:
-            if q not in grouped:
-                continue
-            for p in sorted(grouped[q]):
-                anchors.append(query_text[q]), texts.append(doc_text[p]), labels.append(1)
-            for n in _query_negatives(grouped[q]):
-                anchors.append(query_text[q]), texts.append(doc_text[n]), labels.append(0)
-        table = pa.table({"anchor": pa.array(anchors, pa.string()), "positive": pa.array(texts, pa.string()), "label": pa.array(labels, pa.int64())})
+        rows = [
+            (q, d, label)
+            for q in query_ids
+            if q in grouped
+            for d, label in [(p, 1) for p in sorted(grouped[q])] + [(n, 0) for n in _query_negatives(grouped[q])]
+        ]
+        columns = {
+            "anchor": pa.array([query_text[q] for q, _, _ in rows], pa.string()),
+            "positive": pa.array([doc_text[d] for _, d, _ in rows], pa.string()),
+            "label": pa.array([label for _, _, label in rows], pa.int64()),
+        }
+        ids = {"doc_id": [d for _, d, _ in rows]}
     else:
         width = num_negatives if num_negatives is not None else max((len(negs) for _, _, negs in pairs), default=0)
         if width < 1:
             raise BadInputError("--num-negatives", f"must be at least 1, got {width}")
-        kept = [(q, p, negs[:width]) for q, p, negs in pairs if len(negs) >= width]
-        stats["pairs_dropped_short"] = len(pairs) - len(kept)
+        rows = [(q, p, negs[:width]) for q, p, negs in pairs if len(negs) >= width]
+        stats["pairs_dropped_short"] = len(pairs) - len(rows)
         columns = {
-            "anchor": pa.array([query_text[q] for q, _, _ in kept], pa.string()),
-            "positive": pa.array([doc_text[p] for _, p, _ in kept], pa.string()),
+            "anchor": pa.array([query_text[q] for q, _, _ in rows], pa.string()),
+            "positive": pa.array([doc_text[p] for _, p, _ in rows], pa.string()),
         }
         for i in range(width):
-            columns[f"negative_{i + 1}"] = pa.array([doc_text[negs[i]] for _, _, negs in kept], pa.string())
-        table = pa.table(columns)
+            columns[f"negative_{i + 1}"] = pa.array([doc_text[negs[i]] for _, _, negs in rows], pa.string())
+        ids = {"pos_id": [p for _, p, _ in rows]} | {f"neg_id_{i + 1}": [negs[i] for _, _, negs in rows] for i in range(width)}
+    if group_ids:
+        group = _positive_ids(qrels, duplicates, doc_text)
+        columns["query_id"] = pa.array([q for q, _, _ in rows], pa.string())
+        columns |= {k: pa.array(v, pa.string()) for k, v in ids.items()}
+        columns["positive_ids"] = pa.array([group.get(q, []) for q, _, _ in rows], pa.list_(pa.string()))
+    table = pa.table(columns)
     stats["rows"] = table.num_rows
     return table, stats
 
 
-def flagembedding_export(negatives: pa.Table, queries: pa.Table, corpus: pa.Table, qrels: pa.Table) -> tuple[pa.Table, dict]:
-    """FlagEmbedding fine-tuning data: one ``{"query", "pos", "neg"}`` record per query."""
+def flagembedding_export(
+    negatives: pa.Table, queries: pa.Table, corpus: pa.Table, qrels: pa.Table, group_ids: bool | None = None, duplicates: pa.Table | None = None
+) -> tuple[pa.Table, dict]:
+    """FlagEmbedding fine-tuning data: one ``{"query", "pos", "neg"}`` record per query, and unless
+    ``group_ids`` is False, ``{"query_id", "pos_ids", "neg_ids", "positive_ids"}`` after them."""
     query_ids, query_text, doc_text, positives = _lookups(queries, corpus, qrels)
     grouped = _grouped(negatives)
-    rows = [
-        {"query": query_text[q], "pos": [doc_text[p] for p in positives.get(q, sorted(grouped[q]))], "neg": [doc_text[n] for n in _query_negatives(grouped[q])]}
-        for q in query_ids
-        if q in grouped
-    ]
-    schema = pa.schema([("query", pa.string()), ("pos", pa.list_(pa.string())), ("neg", pa.list_(pa.string()))])
-    return pa.Table.from_pylist(rows, schema=schema), {"rows": len(rows), "queries": len(rows)}
+    group, with_ids = _positive_ids(qrels, duplicates, doc_text), group_ids is not False  # on by default
+    rows = []
+    for q in query_ids:
+        if q not in grouped:
+            continue
+        pos, neg = positives.get(q, sorted(grouped[q])), _query_negatives(grouped[q])
+        row = {"query": query_text[q], "pos": [doc_text[p] for p in pos], "neg": [doc_text[n] for n in neg]}
+        if with_ids:
+            row |= {"query_id": q, "pos_ids": pos, "neg_ids": neg, "positive_ids": group.get(q, [])}
+        rows.append(row)
+    fields = [("query", pa.string()), ("pos", pa.list_(pa.string())), ("neg", pa.list_(pa.string()))]
+    if with_ids:
+        fields += [("query_id", pa.string()), ("pos_ids", pa.list_(pa.string())), ("neg_ids", pa.list_(pa.string())), ("positive_ids", pa.list_(pa.string()))]
+    return pa.Table.from_pylist(rows, schema=pa.schema(fields)), {"rows": len(rows), "queries": len(rows)}
 
 
 _PASSAGE = pa.struct([("docid", pa.string()), ("title", pa.string()), ("text", pa.string())])
 
 
-def tevatron_export(negatives: pa.Table, queries: pa.Table, corpus: pa.Table, qrels: pa.Table) -> tuple[pa.Table, dict]:
-    """Tevatron training data: ``{"query_id", "query", "positive_passages", "negative_passages"}`` per query."""
-    query_ids, query_text, _, positives = _lookups(queries, corpus, qrels)
+def tevatron_export(
+    negatives: pa.Table, queries: pa.Table, corpus: pa.Table, qrels: pa.Table, group_ids: bool | None = None, duplicates: pa.Table | None = None
+) -> tuple[pa.Table, dict]:
+    """Tevatron training data: ``{"query_id", "query", "positive_passages", "negative_passages"}`` per query,
+    and unless ``group_ids`` is False, ``positive_ids`` after them."""
+    query_ids, query_text, doc_text, positives = _lookups(queries, corpus, qrels)
+    group, with_ids = _positive_ids(qrels, duplicates, doc_text), group_ids is not False  # on by default
     grouped = _grouped(negatives)
     titles = dict(zip(corpus.column("doc_id").to_pylist(), corpus.column("title").to_pylist()))
     texts = dict(zip(corpus.column("doc_id").to_pylist(), corpus.column("text").to_pylist()))
@@ -139,11 +194,14 @@ def tevatron_export(negatives: pa.Table, queries: pa.Table, corpus: pa.Table, qr
             "positive_passages": [passage(p) for p in positives.get(q, sorted(grouped[q]))],
             "negative_passages": [passage(n) for n in _query_negatives(grouped[q])],
         }
+        | ({"positive_ids": group.get(q, [])} if with_ids else {})
         for q in query_ids
         if q in grouped
     ]
-    schema = pa.schema([("query_id", pa.string()), ("query", pa.string()), ("positive_passages", pa.list_(_PASSAGE)), ("negative_passages", pa.list_(_PASSAGE))])
-    return pa.Table.from_pylist(rows, schema=schema), {"rows": len(rows), "queries": len(rows)}
+    fields = [("query_id", pa.string()), ("query", pa.string()), ("positive_passages", pa.list_(_PASSAGE)), ("negative_passages", pa.list_(_PASSAGE))]
+    if with_ids:
+        fields.append(("positive_ids", pa.list_(pa.string())))
+    return pa.Table.from_pylist(rows, schema=pa.schema(fields)), {"rows": len(rows), "queries": len(rows)}
 
 
 EXPORTERS: dict[str, Callable[..., tuple[pa.Table, dict]]] = {
@@ -193,10 +251,17 @@ def write_export(table: pa.Table, out: str | os.PathLike, kind: str) -> None:
                 fh.writelines(jsonl_lines(table))
 
 
-def export_run(run_dir: str | os.PathLike, strategy: str, fmt: str, out: str | os.PathLike, layout: str = "n-tuple", num_negatives: int | None = None) -> dict:
-    """Read the run's tables, build the ``fmt`` export of ``negatives_<strategy>`` and write it to ``out``."""
+def export_run(
+    run_dir: str | os.PathLike, strategy: str, fmt: str, out: str | os.PathLike, layout: str = "n-tuple", num_negatives: int | None = None,
+    group_ids: bool | None = None,
+) -> dict:
+    """Read the run's tables, build the ``fmt`` export of ``negatives_<strategy>`` and write it to ``out``.
+
+    ``group_ids``: None (the format's default), True or False; the positive groups take the run's
+    ``duplicates.parquet`` in when it has one.
+    """
     from negmine.io import read_table
-    from negmine.schemas import CORPUS, NEGATIVES, QRELS, QUERIES
+    from negmine.schemas import CORPUS, DUPLICATES, NEGATIVES, QRELS, QUERIES
 
     if fmt not in EXPORTERS:
         raise BadInputError("--format", f"unknown export format {fmt!r}; choose from {sorted(EXPORTERS)}")
@@ -215,6 +280,10 @@ def export_run(run_dir: str | os.PathLike, strategy: str, fmt: str, out: str | o
         "qrels": read_table(run_dir / "qrels.parquet", QRELS, "qrels"),
     }
     options = {"layout": layout, "num_negatives": num_negatives} if fmt == "sentence-transformers" else {}
-    table, stats = EXPORTERS[fmt](**tables, **options)
+    with_ids = group_ids if group_ids is not None else fmt != "sentence-transformers"
+    duplicates_path = run_dir / "duplicates.parquet"
+    if with_ids and duplicates_path.exists():
+        options["duplicates"] = read_table(duplicates_path, DUPLICATES, "duplicates")
+    table, stats = EXPORTERS[fmt](**tables, **options, group_ids=with_ids)
     write_export(table, out, kind)
-    return {"format": fmt, "file_format": kind, "strategy": strategy, "out": str(out), **stats}
+    return {"format": fmt, "file_format": kind, "strategy": strategy, "out": str(out), "group_ids": with_ids, **stats}

@@ -159,13 +159,16 @@ def check_teacher(spec: str) -> tuple[str, str]:
     return kind, name
 
 
-def load_teacher(spec: str, max_length: int | None = 512, device: str | None = None) -> Teacher:
-    """Load a teacher by spec (see :func:`parse_teacher`) with the real sentence-transformers loaders."""
+def load_teacher(spec: str, max_length: int | None = 512, device: str | None = None, precision: str = "float32") -> Teacher:
+    """Load a teacher by spec (see :func:`parse_teacher`) with the real sentence-transformers loaders;
+    a bi-encoder teacher runs in ``precision`` (negmine.dense.PRECISIONS), a cross-encoder in float32."""
     kind, name = check_teacher(spec)
     if kind == "bi-encoder":
         from negmine.dense import load_model
 
-        return Teacher(kind, name, load_model(name, max_length, device))
+        return Teacher(kind, name, load_model(name, max_length, device, precision=precision))
+    if precision != "float32":
+        raise BadInputError("--teacher-precision", f"a cross-encoder teacher runs in float32; got {precision!r}", field="teacher_precision")
     try:
         from sentence_transformers import CrossEncoder
     except ImportError:

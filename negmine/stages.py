@@ -378,12 +378,15 @@ RESCORE_CHUNK = 2048  # pairs (cross-encoder) or distinct texts (bi-encoder) per
 
 
 def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int | None = 512, batch_size: int = 32, progress=None, force: bool = False,
-                  chunk_size: int = RESCORE_CHUNK, engine: str = "local", ray_address: str | None = None, ray_actors: int | None = None) -> StageResult:
+                  chunk_size: int = RESCORE_CHUNK, engine: str = "local", ray_address: str | None = None, ray_actors: int | None = None,
+                  precision: str = "float32") -> StageResult:
     """Teacher scores (negmine.rescore) of candidates_<source> and positive_scores_<source>.
+
+    ``precision`` is a bi-encoder teacher's (negmine.dense.PRECISIONS; the local engine only).
 
     ``engine='ray'`` scores the parts on Ray actors (negmine.engine_ray.RayTeacher); same outputs.
     """
-    from negmine.errors import StageError
+    from negmine.errors import BadInputError, StageError
     from negmine.schemas import SCORED_CANDIDATES, SCORED_POSITIVES
 
     check_engine(engine)
@@ -395,7 +398,11 @@ def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int
             raise StageError(f"{path}: missing; run `negmine {source} --run {run.path}` first")
     outputs = _inputs(run, f"scored_candidates_{source}", f"scored_positives_{source}")
     config = {"teacher": _teacher_id(teacher), "source": source, "max_length": max_length}  # batch size does not change the output
-    config |= _unless_default(chunk_size=(chunk_size, RESCORE_CHUNK))
+    if precision != "float32":
+        if engine != "local":
+            raise BadInputError("--teacher-precision", f"runs on the local engine; the ray engine's teacher runs in float32, got {precision!r}", field="teacher_precision")
+        precision = check_precision(precision, engine)
+    config |= _unless_default(chunk_size=(chunk_size, RESCORE_CHUNK), precision=(precision, "float32"))
 
     def compute():
         import numpy as np
@@ -411,7 +418,7 @@ def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int
 
             loaded = RayTeacher(teacher, max_length, ray_address, ray_actors)
         else:
-            loaded = load_teacher(teacher, max_length)
+            loaded = load_teacher(teacher, max_length, precision=precision)
         try:
             scored, scored_pos = rescore(candidates, positives, corpus, queries, loaded, batch_size, chunk_size, progress=progress)
         finally:

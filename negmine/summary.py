@@ -93,12 +93,27 @@ def _describe(stage: str, stats: dict) -> str:
     if stage == "estimate-fn":
         strategies = stats.get("strategies", {})
         return "estimated false-negative rate: " + ", ".join(f"{name} {_rate(entry)}" for name, entry in sorted(strategies.items()))
-    if stage.startswith("sample."):
+    if stage == "duplicates":
         return (
+            f"{stats.get('docs_duplicating_a_positive', 0):,} documents duplicate a positive's text "
+            f"({stats.get('exact_pairs', 0):,} exact, {stats.get('near_pairs', 0):,} near pairs) among {stats.get('documents', 0):,}"
+        )
+    if stage.startswith("fn-scores."):
+        text = f"P(false negative) of {stats.get('candidates', 0):,} candidates ({stats.get('method')} model on {', '.join(stats.get('signals', []))}); "
+        text += f"mean {_number(stats.get('mean_fn_prob'))}, {stats.get('above_0.5', 0):,} above 0.5"
+        if stats.get("method") == "pu":
+            text += f"; labelled share of positives c = {_number(stats.get('c'))}"
+        return text
+    if stage.startswith("sample."):
+        text = (
             f"{stats.get('negatives', 0):,} negatives for {stats.get('queries', 0):,} queries / {stats.get('pairs', 0):,} pairs "
             f"({stats.get('negatives_per_query', 0)} per query, {stats.get('negatives_per_pair', 0)} per pair; "
             f"{stats.get('pairs_short_of_num_negatives', 0)} pairs short)"
         )
+        kept_out = {k: v for k, v in stats.get("candidates_kept_out", {}).items() if v}
+        if kept_out:
+            text += "; kept out as likely false negatives: " + ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in kept_out.items())
+        return text
     return ""
 
 
@@ -107,8 +122,8 @@ def _number(x) -> str:
 
 
 def _rate(entry: dict) -> str:
-    """The first estimate an fn-report entry has (teacher, then labels, then audit)."""
-    for method in ("teacher", "labels", "audit"):
+    """The first estimate an fn-report entry has (audit, then labels, then model, then teacher)."""
+    for method in ("audit", "labels", "model", "teacher"):
         estimate = entry.get(method)
         if estimate and estimate.get("rate") is not None:
             return f"{estimate['rate']:.1%} ({method})"

@@ -17,10 +17,24 @@ Methods
 
 Batching: ``no-duplicates`` (sentence-transformers' NoDuplicatesBatchSampler) or ``tas-balanced``
 (Hofstätter et al., SIGIR 2021): every batch is drawn from one query cluster of the clusters table.
+
+Collision masking (``groups``): MNRL takes every other document of the batch as a negative of each
+anchor, including documents that are positives of the anchor's query (another row's positive or hard
+negative, a text duplicate, a likely false negative) and the anchor's own positive seen again in another
+cell. ``MaskedMultipleNegativesRankingLoss`` (and its GradCache variant
+``CachedMaskedMultipleNegativesRankingLoss``) leave those cells out of the softmax denominator,
+
+    L_i = −log( e^{s(q_i, d_i⁺)/τ} / Σ_{j ∉ M_i} e^{s(q_i, d_j)/τ} ),
+
+M_i from :func:`negmine.collisions.collision_mask`. The rows' ids reach the loss through the dataset's
+``label`` column (the row index; sentence-transformers hands label columns to the loss as ``labels`` and
+its NoDuplicates sampler ignores them); the id columns themselves never reach the model as texts. Both
+classes are built on first use, so importing this module does not import torch.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +56,13 @@ def training_examples(
     random_negatives: int = 0,
     seed: int = 42,
 ) -> dict[str, list]:
-    """Columns anchor, positive, negative_1..n (n = num_negatives + random_negatives) and query_id.
+    """Text columns anchor, positive, negative_1..n (n = num_negatives + random_negatives), and the ids
+    of their cells: query_id, pos_id, neg_id_1..n (what collision masking needs; never given to the model).
 
     One row per (query, positive). Mined negatives come in ``neg_rank`` order; a pair with fewer mined
     negatives than ``num_negatives`` is topped up with uniform corpus documents (never a positive), as are
-    the ``random_negatives`` columns. Without a negatives table, only anchor and positive are returned.
+    the ``random_negatives`` columns. Without a negatives table, only anchor and positive are returned
+    (with query_id and pos_id).
     """
     from negmine.candidates import doc_texts
     from negmine.sample.pool import rng_for
@@ -65,6 +81,7 @@ def training_examples(
             mined.setdefault((q, p), []).append(n)
     width = (num_negatives if negatives is not None else 0) + random_negatives
     columns: dict[str, list] = {"query_id": [], "anchor": [], "positive": []} | {f"negative_{i + 1}": [] for i in range(width)}
+    columns |= {"pos_id": []} | {f"neg_id_{i + 1}": [] for i in range(width)}
     for qid in queries.column("query_id").to_pylist():
         for pos in positives.get(qid, []):
             negs = mined.get((qid, pos), [])[:num_negatives] if negatives is not None else []
@@ -78,8 +95,10 @@ def training_examples(
             columns["query_id"].append(qid)
             columns["anchor"].append(query_text[qid])
             columns["positive"].append(text_of[pos])
+            columns["pos_id"].append(pos)
             for i, n in enumerate(negs):
                 columns[f"negative_{i + 1}"].append(text_of[n])
+                columns[f"neg_id_{i + 1}"].append(n)
     if not columns["anchor"]:
         raise StageError("no training examples: no query has a positive")
     return columns
@@ -97,6 +116,91 @@ def _tas_balanced_sampler(cluster_of_row: list[int], anchor_of_row: list[str]):
     return functools.partial(TASBalancedBatchSampler, cluster_of_row=list(cluster_of_row), anchor_of_row=list(anchor_of_row))
 
 
+MASKED_LOSSES = {"mnrl": "MaskedMultipleNegativesRankingLoss", "cached-mnrl": "CachedMaskedMultipleNegativesRankingLoss"}
+
+
+def __getattr__(name: str):
+    """The masked loss classes, built on first access (they subclass torch modules)."""
+    if name in MASKED_LOSSES.values():
+        return _masked_losses()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _masked_losses() -> dict[str, type]:
+    import torch
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
+    from sentence_transformers.util import cos_sim
+
+    from negmine.collisions import collision_mask
+
+    class _Collisions:
+        """Per-row ids of the training examples and the groups; turns a batch's ``labels`` (row indices)
+        into the mask M, and counts the cells it masked in ``masked_in_batch``."""
+
+        def _set_rows(self, row_query, row_doc_ids, groups) -> None:
+            self.row_query = list(row_query)
+            self.row_doc_ids = [tuple(ids) for ids in row_doc_ids]
+            self.groups = groups
+            self.masked_in_batch = 0
+
+        def batch_mask(self, labels, n_columns: int, device) -> torch.Tensor:
+            if labels is None:
+                raise ValueError(f"{type(self).__name__} needs each row's index in the dataset's 'label' column")
+            rows = [int(r) for r in labels.tolist()]
+            if any(len(self.row_doc_ids[r]) != n_columns for r in rows):
+                raise ValueError(f"the batch has {n_columns} document columns; the rows' ids have {len(self.row_doc_ids[rows[0]])}")
+            mask = collision_mask([self.row_query[r] for r in rows], [[self.row_doc_ids[r][c] for r in rows] for c in range(n_columns)], self.groups)
+            self.masked_in_batch += int(mask.sum())
+            return torch.from_numpy(mask).to(device)
+
+    def row_losses(queries, docs_all, own_columns, mask, scale, similarity_fct):
+        """−log softmax of each row's own positive over its unmasked documents (the formula above)."""
+        scores = (similarity_fct(queries, docs_all) * scale).masked_fill(mask, float("-inf"))
+        positive = scores[torch.arange(len(own_columns), device=scores.device), own_columns]
+        return torch.logsumexp(scores, dim=1) - positive
+
+    class MaskedMultipleNegativesRankingLoss(_Collisions, MultipleNegativesRankingLoss):
+        """MultipleNegativesRankingLoss (query_to_doc, one joint softmax) with colliding in-batch cells masked."""
+
+        def __init__(self, model, row_query, row_doc_ids, groups, scale: float = 20.0, similarity_fct=cos_sim):
+            super().__init__(model, scale=scale, similarity_fct=similarity_fct)
+            self._set_rows(row_query, row_doc_ids, groups)
+
+        def compute_loss_from_embeddings(self, embeddings, labels):
+            queries, docs = embeddings[0], embeddings[1:]
+            mask = self.batch_mask(labels, len(docs), queries.device)
+            own = torch.arange(len(queries), device=queries.device)
+            return row_losses(queries, torch.cat(docs), own, mask, self.scale, self.similarity_fct).mean()
+
+    class CachedMaskedMultipleNegativesRankingLoss(_Collisions, CachedMultipleNegativesRankingLoss):
+        """The GradCache variant (Gao et al., RepL4NLP 2021): the same loss, computed in mini-batches of rows."""
+
+        def __init__(self, model, row_query, row_doc_ids, groups, scale: float = 20.0, similarity_fct=cos_sim, mini_batch_size: int = 32):
+            super().__init__(model, scale=scale, similarity_fct=similarity_fct, mini_batch_size=mini_batch_size)
+            self._set_rows(row_query, row_doc_ids, groups)
+
+        def calculate_loss(self, reps, labels=None, *, with_backward: bool = False):
+            queries = torch.cat(reps[0])
+            docs_all = torch.cat([torch.cat(r) for r in reps[1:]])
+            mask = self.batch_mask(labels, len(reps) - 1, queries.device)
+            batch_size, losses = len(queries), []
+            for begin in range(0, batch_size, self.mini_batch_size):
+                end = min(begin + self.mini_batch_size, batch_size)
+                own = torch.arange(begin, end, device=queries.device)
+                chunk = row_losses(queries[begin:end], docs_all, own, mask[begin:end], self.scale, self.similarity_fct).sum() / batch_size
+                if with_backward:
+                    chunk.backward()
+                    chunk = chunk.detach()
+                losses.append(chunk)
+            return sum(losses)
+
+    classes = {cls.__name__: cls for cls in (MaskedMultipleNegativesRankingLoss, CachedMaskedMultipleNegativesRankingLoss)}
+    for name, cls in classes.items():
+        cls.__qualname__ = name  # picklable as negmine.train.<name> (module __getattr__)
+    return classes
+
+
 def train_bi_encoder(
     model_name_or_path: str,
     examples: dict[str, list],
@@ -112,9 +216,15 @@ def train_bi_encoder(
     batching: str = "no-duplicates",
     cluster_of_query: dict[str, int] | None = None,
     logging_steps: int | None = None,
+    groups: dict[str, set[str]] | None = None,
 ):
     """Fine-tune with the sentence-transformers Trainer; saves the model to ``output_dir`` and returns
-    (model, log_history)."""
+    (model, log_history).
+
+    With ``groups`` (query id → doc ids never to be its negative, :func:`negmine.collisions.positive_groups`)
+    the loss is the masked one, reading the rows' ids from ``examples`` (query_id, pos_id, neg_id_k); the
+    log history then ends with ``{"masked_in_batch": cells masked over the run, "step": ...}``.
+    """
     if loss not in LOSSES:
         raise StageError(f"unknown loss {loss!r}; choose from {sorted(LOSSES)}")
     if batching not in BATCHINGS:
@@ -130,12 +240,23 @@ def train_bi_encoder(
 
     set_seed(seed)
     model = load_model(model_name_or_path, max_seq_length, loader="sentence-transformers")  # trained: the full model
-    columns = {k: v for k, v in examples.items() if k != "query_id"}
-    dataset = Dataset.from_dict(columns)
-    if loss == "mnrl":
+    texts = [k for k in examples if k in ("anchor", "positive") or k.startswith("negative_")]
+    columns = {k: examples[k] for k in texts}
+    if groups is not None:
+        id_columns = ["query_id", "pos_id"] + [f"neg_id_{k.removeprefix('negative_')}" for k in texts[2:]]
+        missing = [k for k in id_columns if k not in examples]
+        if missing:
+            raise StageError(f"collision masking needs the id columns {missing} in the examples; build them with training_examples")
+        columns["label"] = list(range(len(examples["anchor"])))  # the row index: the loss looks the ids up
+        masked = _masked_losses()[MASKED_LOSSES[loss]]
+        row_doc_ids = list(zip(*(examples[k] for k in id_columns[1:])))
+        extra = {"mini_batch_size": mini_batch_size} if loss == "cached-mnrl" else {}
+        objective = masked(model, examples["query_id"], row_doc_ids, groups, **extra)
+    elif loss == "mnrl":
         objective = losses.MultipleNegativesRankingLoss(model)
     else:
         objective = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size)
+    dataset = Dataset.from_dict(columns)
     if batching == "tas-balanced":
         if not cluster_of_query:
             raise StageError("tas-balanced batching needs the clusters table; run `negmine cluster` first")
@@ -167,7 +288,10 @@ def train_bi_encoder(
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=objective)
     trainer.train()
     model.save(str(output_dir / "final"))
-    return model, trainer.state.log_history
+    history = list(trainer.state.log_history)
+    if groups is not None:
+        history.append({"masked_in_batch": objective.masked_in_batch, "step": trainer.state.global_step})
+    return model, history
 
 
 def train_adore(

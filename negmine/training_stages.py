@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from negmine.errors import StageError
+from negmine.errors import BadInputError, StageError
 from negmine.io import read_table, write_json, write_table
 from negmine.run import Run
-from negmine.schemas import CLUSTERS, CORPUS, NEGATIVES, QRELS, QUERIES
-from negmine.stages import StageResult, _model_id, _run_stage, table_path
+from negmine.schemas import CLUSTERS, CORPUS, DUPLICATES, FN_SCORES, NEGATIVES, QRELS, QUERIES
+from negmine.stages import StageResult, _model_id, _run_stage, _unless_default, table_path
 
 
 def train_stage(
@@ -29,14 +29,26 @@ def train_stage(
     max_seq_length: int | None = 256,
     adore_k: int = 200,
     force: bool = False,
+    mask_collisions: bool = True,
+    fn_source: str = "dense",
+    mask_fn_above: float = 0.5,
 ) -> StageResult:
-    """Train a bi-encoder on the run's negatives; the model lands in ``RUN/models/NAME/final``."""
+    """Train a bi-encoder on the run's negatives; the model lands in ``RUN/models/NAME/final``.
+
+    ``mask_collisions`` (mnrl and star) leaves out of each anchor's softmax the in-batch documents that
+    are positives of its query (negmine.collisions): its labelled positives, their text duplicates
+    (``duplicates.parquet``, when the run has it) and the candidates of ``fn_scores_<fn_source>.parquet``
+    with fn_prob above ``mask_fn_above`` (when the run has it). The tables used are inputs of the stage.
+    Stats: ``masked_in_batch``, the cells masked over the whole run.
+    """
     import numpy as np
 
     from negmine import train
 
     if method not in train.METHODS:
         raise StageError(f"unknown method {method!r}; choose from {sorted(train.METHODS)}")
+    if not 0.0 <= mask_fn_above <= 1.0:
+        raise BadInputError("--mask-fn-above", f"a probability threshold in [0, 1], got {mask_fn_above}")
     inputs = [table_path(run, n) for n in ("corpus", "queries", "qrels")]
     if method != "adore" and strategy:
         inputs.append(table_path(run, f"negatives_{strategy}"))
@@ -45,6 +57,10 @@ def train_stage(
     for path in inputs:
         if not path.exists():
             raise StageError(f"{path}: missing; mine it first (negmine mine --strategy {strategy or 'simans'} …)")
+    masking = mask_collisions and method != "adore"  # ADORE's loss already skips the query's positives
+    duplicates_path, fn_path = table_path(run, "duplicates"), table_path(run, f"fn_scores_{fn_source}")
+    use_duplicates, use_fn = masking and duplicates_path.exists(), masking and fn_path.exists()
+    inputs += [path for path, used in ((duplicates_path, use_duplicates), (fn_path, use_fn)) if used]
     out_dir = run.file(f"models/{name}")
     config = {
         "model": _model_id(model), "method": method, "strategy": strategy, "loss": loss, "num_negatives": num_negatives,
@@ -53,6 +69,10 @@ def train_stage(
     }
     if method == "adore":
         config["adore_k"] = adore_k
+    else:  # keys added after runs were recorded: only when not the default, so those runs stay fresh
+        config |= _unless_default(mask_collisions=(mask_collisions, True))
+        if use_fn:
+            config |= _unless_default(fn_source=(fn_source, "dense"), mask_fn_above=(mask_fn_above, 0.5))
 
     def compute():
         corpus = read_table(inputs[0], CORPUS, "corpus")
@@ -74,13 +94,28 @@ def train_stage(
             if batching == "tas-balanced":
                 table = read_table(table_path(run, "clusters"), CLUSTERS, "clusters")
                 clusters = dict(zip(table.column("query_id").to_pylist(), table.column("cluster_id").to_pylist()))
+            groups = None
+            if masking:
+                from negmine.collisions import positive_groups
+
+                duplicates = read_table(duplicates_path, DUPLICATES, "duplicates") if use_duplicates else None
+                likely = None
+                if use_fn:
+                    import pyarrow.compute as pc
+
+                    scores = read_table(fn_path, FN_SCORES, "fn_scores")
+                    likely = scores.filter(pc.greater(scores.column("fn_prob"), mask_fn_above))
+                groups = positive_groups(qrels, duplicates, likely)
             _, history = train.train_bi_encoder(
                 model, examples, out_dir, loss, epochs, batch_size, learning_rate, seed=seed,
-                max_seq_length=max_seq_length, batching=batching, cluster_of_query=clusters,
+                max_seq_length=max_seq_length, batching=batching, cluster_of_query=clusters, groups=groups,
             )
         write_json(history, out_dir / "log_history.json")
         steps = [h["loss"] for h in history if "loss" in h]
-        return {"steps_logged": len(steps), "first_loss": steps[0] if steps else None, "last_loss": steps[-1] if steps else None, "model": str(out_dir / "final")}
+        stats = {"steps_logged": len(steps), "first_loss": steps[0] if steps else None, "last_loss": steps[-1] if steps else None, "model": str(out_dir / "final")}
+        if method != "adore":
+            stats["masked_in_batch"] = next((h["masked_in_batch"] for h in history if "masked_in_batch" in h), 0)
+        return stats
 
     return _run_stage(run, f"train.{name}", config, inputs, [out_dir / "final"], compute, force)
 

@@ -85,14 +85,42 @@ def test_unknown_layout_names_the_choices():
 
 def test_flagembedding_and_tevatron_records():
     flag, _ = flagembedding_export(*_tables())
-    assert flag.to_pylist()[1] == {"query": "first", "pos": ["T1 one", "two"], "neg": ["three", "T4 four"]}
+    assert flag.to_pylist()[1] == {
+        "query": "first", "pos": ["T1 one", "two"], "neg": ["three", "T4 four"],
+        "query_id": "q1", "pos_ids": ["d1", "d2"], "neg_ids": ["d3", "d4"], "positive_ids": ["d1", "d2"],
+    }
     tev, _ = tevatron_export(*_tables())
     assert tev.to_pylist()[0] == {
         "query_id": "q2",
         "query": "second",
         "positive_passages": [{"docid": "d3", "title": "", "text": "three"}],
         "negative_passages": [{"docid": "d5", "title": "", "text": "five"}, {"docid": "d1", "title": "T1", "text": "one"}],
+        "positive_ids": ["d3"],
     }
+    assert flagembedding_export(*_tables(), group_ids=False)[0].column_names == ["query", "pos", "neg"]
+    assert tevatron_export(*_tables(), group_ids=False)[0].column_names == ["query_id", "query", "positive_passages", "negative_passages"]
+
+
+_DUPLICATES = pa.table({"doc_id": ["d5"], "dup_of": ["d3"], "kind": ["near"], "similarity": pa.array([0.9], pa.float32())})
+
+
+def test_group_ids_follow_the_texts_in_every_sentence_transformers_layout():
+    table, _ = sentence_transformers_export(*_tables(), group_ids=True, duplicates=_DUPLICATES)
+    assert table.column_names == ["anchor", "positive", "negative_1", "negative_2", "query_id", "pos_id", "neg_id_1", "neg_id_2", "positive_ids"]
+    # d5, a near-duplicate of q2's positive d3, joins q2's group: a trainer masks it, here q2's own hard negative
+    assert table.drop_columns(["anchor", "positive", "negative_1", "negative_2"]).to_pylist() == [
+        {"query_id": "q2", "pos_id": "d3", "neg_id_1": "d5", "neg_id_2": "d1", "positive_ids": ["d3", "d5"]},
+        {"query_id": "q1", "pos_id": "d1", "neg_id_1": "d3", "neg_id_2": "d4", "positive_ids": ["d1", "d2"]},
+    ]
+    assert table.select(["anchor", "positive", "negative_1", "negative_2"]).equals(sentence_transformers_export(*_tables())[0])
+    triplet, _ = sentence_transformers_export(*_tables(), layout="triplet", group_ids=True)
+    assert triplet.column_names == ["anchor", "positive", "negative", "query_id", "pos_id", "neg_id", "positive_ids"]
+    assert [(r["query_id"], r["pos_id"], r["neg_id"]) for r in triplet.to_pylist()] == [
+        ("q2", "d3", "d5"), ("q2", "d3", "d1"), ("q1", "d1", "d3"), ("q1", "d1", "d4"), ("q1", "d2", "d4"),
+    ]
+    pairs, _ = sentence_transformers_export(*_tables(), layout="labeled-pair", group_ids=True)
+    assert pairs.column_names == ["anchor", "positive", "label", "query_id", "doc_id", "positive_ids"]
+    assert pairs.column("doc_id").to_pylist() == ["d3", "d5", "d1", "d1", "d2", "d3", "d4"]
 
 
 # ---- end to end on sample_data (bm25s candidates, simans) ----
@@ -149,6 +177,21 @@ def test_flagembedding_loader_reads_the_export(run, tmp_path, model_path):
     assert len(dataset) == 60
     query, passages, teacher_scores = dataset[0]
     assert isinstance(query, str) and len(passages) == 4 and teacher_scores is None
+    record = json.loads(out.read_text().splitlines()[0])  # the group ids ride along, ignored by the loader
+    assert list(record) == ["query", "pos", "neg", "query_id", "pos_ids", "neg_ids", "positive_ids"]
+    assert len(record["pos_ids"]) == len(record["pos"]) and len(record["neg_ids"]) == len(record["neg"])
+
+
+def test_sentence_transformers_group_ids_on_request(run, tmp_path):
+    import datasets
+
+    out = tmp_path / "st.parquet"
+    result = invoke("export", "--run", run, "--strategy", "simans", "--num-negatives", 2, "--group-ids", "--out", out, "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["group_ids"] is True
+    loaded = datasets.load_dataset("parquet", data_files=str(out), split="train")
+    assert loaded.column_names == ["anchor", "positive", "negative_1", "negative_2", "query_id", "pos_id", "neg_id_1", "neg_id_2", "positive_ids"]
+    for row in loaded:
+        assert row["pos_id"] in row["positive_ids"] and not {row["neg_id_1"], row["neg_id_2"]} & set(row["positive_ids"])
 
 
 def test_tevatron_export_has_the_documented_fields(run, tmp_path):
@@ -161,7 +204,8 @@ def test_tevatron_export_has_the_documented_fields(run, tmp_path):
     qrels = {(r["query_id"], r["doc_id"]) for r in pq.read_table(run / "qrels.parquet").to_pylist()}
     assert len(records) == 60
     for record in records:
-        assert set(record) == {"query_id", "query", "positive_passages", "negative_passages"}
+        assert set(record) == {"query_id", "query", "positive_passages", "negative_passages", "positive_ids"}
+        assert {p["docid"] for p in record["positive_passages"]} <= set(record["positive_ids"])
         for key in ("positive_passages", "negative_passages"):
             assert record[key] and all(set(p) == {"docid", "title", "text"} and p["docid"] in corpus_ids for p in record[key])
         assert all((record["query_id"], p["docid"]) in qrels for p in record["positive_passages"])

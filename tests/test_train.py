@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
@@ -34,6 +35,10 @@ def test_mnrl_with_hard_negatives_lowers_the_loss_and_saves_a_model(bm25_run, mo
     history = json.loads((bm25_run / "models" / "mnrl" / "log_history.json").read_text())
     first, last = _epoch_means(history, 9)  # 70 (query, positive) pairs / batch 8 = 9 steps per epoch
     assert last < first
+    # collision masking is on by default: 17 sample documents are positives of several queries
+    entry = json.loads((bm25_run / "manifest.json").read_text())["stages"]["train.mnrl"]
+    assert entry["stats"]["masked_in_batch"] == history[-1]["masked_in_batch"] > 0
+    assert not {"mask_collisions", "fn_source", "mask_fn_above"} & set(entry["config"])
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(bm25_run / "models" / "mnrl" / "final"))
@@ -76,6 +81,84 @@ def test_training_examples_pad_with_random_non_positives():
     assert examples["negative_1"] == ["N1"]
     padded = {examples["negative_2"][0], examples["negative_3"][0]}
     assert len(padded) == 2 and padded <= {"R1", "R2", "R3"}
+    assert examples["query_id"] == ["q"] and examples["pos_id"] == ["p"] and examples["neg_id_1"] == ["n1"]
+    assert [examples[f"neg_id_{k}"][0].upper() for k in (2, 3)] == [examples[f"negative_{k}"][0] for k in (2, 3)]
+
+
+# ---- collision masking ----
+
+def _tiny_run(path):
+    """Two queries; q1's positive d1 has a duplicate d5, and the fn model thinks d6 a positive of q2."""
+    from negmine.io import write_table
+    from negmine.run import Run
+    from negmine.schemas import CORPUS, DUPLICATES, FN_SCORES, NEGATIVES, QRELS, QUERIES
+
+    run = Run.open(path)
+    docs = [f"d{i}" for i in range(1, 7)]
+    write_table(pa.table({"doc_id": docs, "title": [None] * 6, "text": [d.upper() for d in docs]}), path / "corpus.parquet", CORPUS)
+    write_table(pa.table({"query_id": ["q1", "q2"], "text": ["Q1", "Q2"]}), path / "queries.parquet", QUERIES)
+    write_table(pa.table({"query_id": ["q1", "q2"], "doc_id": ["d1", "d2"], "relevance": [1, 1]}), path / "qrels.parquet", QRELS)
+    negatives = {"query_id": ["q1", "q2"], "pos_id": ["d1", "d2"], "neg_id": ["d3", "d4"], "neg_rank": [1, 1], "strategy": ["topk"] * 2}
+    write_table(pa.table(negatives | {f.name: pa.nulls(2, f.type) for f in NEGATIVES if f.name not in negatives}), path / "negatives_topk.parquet", NEGATIVES)
+    write_table(pa.table({"doc_id": ["d5"], "dup_of": ["d1"], "kind": ["exact"], "similarity": [1.0]}), path / "duplicates.parquet", DUPLICATES)
+    write_table(pa.table({"query_id": ["q2", "q1"], "doc_id": ["d6", "d4"], "source_rank": [2, 1], "fn_prob": [0.9, 0.3]}), path / "fn_scores_dense.parquet", FN_SCORES)
+    return run
+
+
+def test_train_stage_masks_labelled_duplicate_and_likely_positives(tmp_path, monkeypatch):
+    from negmine import train
+    from negmine.training_stages import train_stage
+
+    seen = []
+
+    def trainer_stub(model, examples, out_dir, *args, groups=None, **kwargs):
+        seen.append(groups)
+        (out_dir / "final").mkdir(parents=True, exist_ok=True)
+        (out_dir / "final" / "weights").write_text("stub")
+        return None, [{"loss": 1.0, "step": 1}] + ([{"masked_in_batch": 5, "step": 1}] if groups is not None else [])
+
+    monkeypatch.setattr(train, "train_bi_encoder", trainer_stub)
+    run = _tiny_run(tmp_path / "run")
+    result = train_stage(run, "stub-model", "m", strategy="topk")
+    assert seen[-1] == {"q1": {"d1", "d5"}, "q2": {"d2", "d6"}}
+    assert result.entry["stats"]["masked_in_batch"] == 5
+    assert {"duplicates.parquet", "fn_scores_dense.parquet"} <= set(result.entry["inputs"])
+    assert not {"mask_collisions", "fn_source", "mask_fn_above"} & set(result.entry["config"])  # defaults: older runs stay fresh
+    assert train_stage(run, "stub-model", "m", strategy="topk").skipped
+
+    result = train_stage(run, "stub-model", "m", strategy="topk", mask_fn_above=0.95)
+    assert not result.skipped and result.entry["config"]["mask_fn_above"] == 0.95
+    assert seen[-1] == {"q1": {"d1", "d5"}, "q2": {"d2"}}
+
+    result = train_stage(run, "stub-model", "m", strategy="topk", mask_collisions=False)
+    assert seen[-1] is None and result.entry["config"]["mask_collisions"] is False
+    assert result.entry["stats"]["masked_in_batch"] == 0
+    assert not {"duplicates.parquet", "fn_scores_dense.parquet"} & set(result.entry["inputs"])
+
+    (run.path / "duplicates.parquet").unlink()
+    (run.path / "fn_scores_dense.parquet").unlink()
+    result = train_stage(run, "stub-model", "m", strategy="topk")
+    assert seen[-1] == {"q1": {"d1"}, "q2": {"d2"}}  # without the optional tables the labelled positives are still masked
+
+
+def test_cached_mnrl_trains_with_the_mask(tmp_path, model_path):
+    from negmine.collisions import collision_mask
+    from negmine.train import train_bi_encoder
+
+    examples = {
+        "query_id": ["q0", "q1", "q2", "q3"],
+        "anchor": ["what purrs", "what barks", "what sings", "what swims"],
+        "positive": ["cats purr", "dogs bark", "birds sing", "fish swim"],
+        "negative_1": ["cows moo", "kittens purr softly", "owls hoot", "frogs croak"],
+        "pos_id": ["c", "d", "b", "f"],
+        "neg_id_1": ["m", "k", "o", "r"],
+    }
+    groups = {"q0": {"c", "k"}, "q1": {"d"}, "q2": {"b", "o"}, "q3": {"f", "b"}}  # k: a second cat document
+    expected = collision_mask(examples["query_id"], [examples["pos_id"], examples["neg_id_1"]], groups).sum()
+    assert expected == 3  # q0 ← k; q2 ← o (its own hard negative, a known positive); q3 ← b
+    _, history = train_bi_encoder(model_path, examples, tmp_path, "cached-mnrl", batch_size=4, max_seq_length=16, mini_batch_size=2, groups=groups)
+    assert history[-1] == {"masked_in_batch": expected, "step": 1}
+    assert all(h["loss"] == h["loss"] for h in history if "loss" in h)  # finite: no row is all masked
 
 
 def test_tas_balanced_batches_come_from_one_cluster_without_repeated_queries():
