@@ -75,7 +75,7 @@ def _run(tmp_path):
         ("scored_candidates_dense", scored, SCORED_CANDIDATES), ("scored_positives_dense", scored_pos, SCORED_POSITIVES),
         ("qrels", pa.table({"query_id": ["q"], "doc_id": ["p"], "relevance": [1]}), QRELS),
         ("queries", pa.table({"query_id": ["q"], "text": ["a query"]}), QUERIES),
-        ("corpus", pa.table({"doc_id": docs + ["p", "e1", "e2"], "title": [None] * 9, "text": ["t"] * 9}), CORPUS),
+        ("corpus", pa.table({"doc_id": docs + ["p", "e1", "e2"], "title": [None] * 9, "text": [f"the text of document {d}" for d in docs + ["p", "e1", "e2"]]}), CORPUS),
         ("clusters", pa.table({"query_id": ["q"], "cluster_id": [0], "distance": [0.0]}), CLUSTERS),
     ):
         write_table(table, run.file(f"{name}.parquet"), schema)
