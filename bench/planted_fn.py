@@ -47,7 +47,7 @@ from negmine.ingest import ingest
 from negmine.io import read_table
 from negmine.run import Run
 from negmine.sample.pool import rng_for
-from negmine.schemas import NEGATIVES
+from negmine.schemas import CANDIDATES, NEGATIVES
 
 STRATEGIES = ("topk", "range", "simans", "positive-aware", "denoise", "star")
 # the teacher is a bi-encoder: denoise's cross-encoder thresholds (0.1 / 0.9 on σ(logit)) do not apply to
@@ -123,7 +123,7 @@ def plant(data: Path, out: Path, hide: float, seed: int) -> dict:
         for q in multi:
             for p in visible[q]:
                 f.write(f"{q}\t{p}\t1\n")
-    truth = {"queries": len(multi), "planted_queries": len(planted_half), "hidden": hidden, "planted": planted}
+    truth = {"queries": len(multi), "planted_queries": len(planted_half), "hidden": hidden, "planted": planted, "visible": visible}
     (out / "truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True))
     return truth
 
@@ -149,6 +149,53 @@ def precision_recall(flags: list[bool], truth_flags: list[bool]) -> tuple[float 
     fp = sum(f and not t for f, t in zip(flags, truth_flags))
     fn = sum(t and not f for f, t in zip(flags, truth_flags))
     return (tp / (tp + fp) if tp + fp else None), (tp / (tp + fn) if tp + fn else None)
+
+
+def _only(table, queries: set):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return table.filter(pc.is_in(table.column("query_id"), value_set=pa.array(sorted(queries))))
+
+
+def evaluate(run, mode: str, queries: set, true: set, own_dups: set, scored, teacher, args) -> dict:
+    """Per strategy, on ``queries``: the true rate before/after the control, the model's estimate, the detector."""
+    from negmine.estimate_fn import model_estimate, teacher_estimate
+    from negmine.false_negative_stages import load_fn_model, signals
+    from negmine.stages import sample_stage
+    from negmine.schemas import FN_SCORES
+
+    features, _ = signals(run, "dense")
+    model = load_fn_model(run, "dense")
+    fn_scores = _only(read_table(run.file("fn_scores_dense.parquet"), FN_SCORES), queries)
+    fn_prob = dict(zip(zip(fn_scores.column("query_id").to_pylist(), fn_scores.column("doc_id").to_pylist()), fn_scores.column("fn_prob").to_pylist()))
+    cand_flags = [(q, d) in own_dups or p > args.max_fn_prob for (q, d), p in fn_prob.items()]
+    cand_truth = [(q, d) in true for (q, d) in fn_prob]
+    pool_p, pool_r = precision_recall(cand_flags, cand_truth)
+    rows = []
+    for strategy in STRATEGIES:
+        if strategy == "denoise" and not teacher:
+            continue
+        params = DENOISE_PARAMS if strategy == "denoise" else None
+        sample_stage(run, strategy, "dense", args.num_negatives, args.seed, params, dedup=False)
+        before = _only(read_table(run.file(f"negatives_{strategy}.parquet"), NEGATIVES), queries)
+        sample_stage(run, strategy, "dense", args.num_negatives, args.seed, params, dedup=True, max_fn_prob=args.max_fn_prob)
+        after = _only(read_table(run.file(f"negatives_{strategy}.parquet"), NEGATIVES), queries)
+        est = model_estimate(before, features, model, n_boot=1000, seed=args.seed)[0]
+        teacher_rate = teacher_estimate(before, *scored)[0][0]["rate"] if scored else None
+        r_before, hits_before, n_before = rate(before, true)
+        r_after, hits_after, n_after = rate(after, true)
+        truth_flags = [pair in true for pair in zip(before.column("query_id").to_pylist(), before.column("neg_id").to_pylist())]
+        p, r = precision_recall(flagged(before, fn_prob, own_dups, args.max_fn_prob), truth_flags)
+        rows.append({
+            "strategy": strategy, "negatives_before": n_before, "true_fn_before": hits_before, "true_rate_before": r_before,
+            "estimate": est["rate"], "ci_low": est["ci_low"], "ci_high": est["ci_high"],
+            "inside": est["ci_low"] <= r_before <= est["ci_high"], "teacher_estimate": teacher_rate,
+            "negatives_after": n_after, "true_fn_after": hits_after, "true_rate_after": r_after, "precision": p, "recall": r,
+        })
+        print(mode, json.dumps(rows[-1]), file=sys.stderr)
+    return {"queries": len(queries), "fn_model": model.stats, "signals": features.names, "rows": rows,
+            "pool": {"candidates": len(cand_flags), "true_fn": sum(cand_truth), "flagged": sum(cand_flags), "precision": pool_p, "recall": pool_r}}
 
 
 def main() -> None:
@@ -202,54 +249,37 @@ def main() -> None:
             call()
             timings[name] = round(time.perf_counter() - t, 1)
             print(f"{name}: {timings[name]} s", file=sys.stderr)
-        features, _ = signals(run, "dense")
-        model = load_fn_model(run, "dense")
-        fn_scores = read_table(run.file("fn_scores_dense.parquet"), FN_SCORES)
-        fn_prob = dict(zip(zip(fn_scores.column("query_id").to_pylist(), fn_scores.column("doc_id").to_pylist()), fn_scores.column("fn_prob").to_pylist()))
         qrels = read_table(run.file("qrels.parquet"), QRELS)
         dups = read_table(run.file("duplicates.parquet"), DUPLICATES)
         pos_of: dict[str, set] = {}
         for q, d in zip(qrels.column("query_id").to_pylist(), qrels.column("doc_id").to_pylist()):
             pos_of.setdefault(d, set()).add(q)
         own_dups = {(q, d) for d, p in zip(dups.column("doc_id").to_pylist(), dups.column("dup_of").to_pylist()) for q in pos_of.get(p, ())}
+        planted_found = sum((q, p["doc_id"]) in own_dups for q, p in truth["planted"].items())
         scored = None
         if teacher:
             scored = (read_table(run.file("scored_candidates_dense.parquet"), SCORED_CANDIDATES), read_table(run.file("scored_positives_dense.parquet"), SCORED_POSITIVES))
-        # pool level: every candidate of the planted run
-        cand_flags = [(q, d) in own_dups or p > args.max_fn_prob for (q, d), p in fn_prob.items()]
-        cand_truth = [(q, d) in true for (q, d) in fn_prob]
-        pool_p, pool_r = precision_recall(cand_flags, cand_truth)
-        planted_found = sum((q, p["doc_id"]) in own_dups for q, p in truth["planted"].items())
-        rows = []
-        for strategy in STRATEGIES:
-            if strategy == "denoise" and not teacher:
-                continue
-            params = DENOISE_PARAMS if strategy == "denoise" else None
+        queries = sorted(set(truth["hidden"]) | set(truth["visible"]))
+        calibration = {q for q in queries if rng_for(args.seed, "calibrate", q).random() < 0.5}
+        labels_csv = work / "calibration_labels.csv"
+        candidates = read_table(run.file("candidates_dense.parquet"), CANDIDATES)
+        with open(labels_csv, "w", encoding="utf-8") as f:
+            f.write("query_id,neg_id,label\n")
+            for q, d in zip(candidates.column("query_id").to_pylist(), candidates.column("doc_id").to_pylist()):
+                if q in calibration and d not in truth["visible"].get(q, ()):
+                    f.write(f"{q},{d},{int((q, d) in true)}\n")
+        modes = {}
+        for mode, labels, evaluated in (("pu", None, set(queries)), ("labels", labels_csv, set(queries) - calibration)):
             t = time.perf_counter()
-            sample_stage(run, strategy, "dense", args.num_negatives, args.seed, params, dedup=False)
-            before = read_table(run.file(f"negatives_{strategy}.parquet"), NEGATIVES)
-            sample_stage(run, strategy, "dense", args.num_negatives, args.seed, params, dedup=True, max_fn_prob=args.max_fn_prob)
-            after = read_table(run.file(f"negatives_{strategy}.parquet"), NEGATIVES)
-            est = model_estimate(before, features, model, n_boot=1000, seed=args.seed)[0]
-            teacher_rate = teacher_estimate(before, *scored)[0][0]["rate"] if scored else None
-            r_before, hits_before, n_before = rate(before, true)
-            r_after, hits_after, n_after = rate(after, true)
-            truth_flags = [pair in true for pair in zip(before.column("query_id").to_pylist(), before.column("neg_id").to_pylist())]
-            p, r = precision_recall(flagged(before, fn_prob, own_dups, args.max_fn_prob), truth_flags)
-            rows.append({
-                "strategy": strategy, "negatives_before": n_before, "true_fn_before": hits_before, "true_rate_before": r_before,
-                "estimate": est["rate"], "ci_low": est["ci_low"], "ci_high": est["ci_high"],
-                "inside": est["ci_low"] <= r_before <= est["ci_high"], "teacher_estimate": teacher_rate,
-                "negatives_after": n_after, "true_fn_after": hits_after, "true_rate_after": r_after, "precision": p, "recall": r,
-                "seconds": round(time.perf_counter() - t, 1),
-            })
-            print(json.dumps(rows[-1]), file=sys.stderr)
+            fn_scores_stage(run, "dense", labels=labels, seed=args.seed)
+            timings[f"fn-scores ({mode})"] = round(time.perf_counter() - t, 1)
+            modes[mode] = evaluate(run, mode, evaluated, true, own_dups, scored, teacher, args)
+    result_modes = modes
     elapsed = time.perf_counter() - started
     result = {
         "host": describe(), "args": vars(args) | {"model": str(args.model)}, "truth": {"queries": truth["queries"], "planted_queries": truth["planted_queries"],
-        "hidden": sum(len(v) for v in truth["hidden"].values()), "planted": len(truth["planted"])}, "fn_model": model.stats, "signals": features.names,
-        "pool": {"candidates": len(cand_flags), "true_fn": sum(cand_truth), "flagged": sum(cand_flags), "precision": pool_p, "recall": pool_r,
-                 "planted_copies_found_by_duplicates": planted_found}, "timings_s": timings, "rows": rows, "elapsed_s": round(elapsed, 1),
+        "hidden": sum(len(v) for v in truth["hidden"].values()), "planted": len(truth["planted"]), "planted_copies_found_by_duplicates": planted_found},
+        "modes": result_modes, "timings_s": timings, "elapsed_s": round(elapsed, 1),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -264,33 +294,38 @@ def _pct(x) -> str:
 
 
 def render(result: dict) -> str:
-    t, pool, a = result["truth"], result["pool"], result["args"]
+    t, a = result["truth"], result["args"]
     lines = [
         f"Planted false negatives on SciFact (`python bench/planted_fn.py`, seed {a['seed']}, hide {a['hide']}, cap P(FN) > {a['max_fn_prob']}): "
         f"{t['queries']} queries with ≥ 2 positives (train + test), {t['planted_queries']} of them planted: {t['hidden']} positives hidden, "
-        f"{t['planted']} copies of positives added. Retriever all-MiniLM-L6-v2 (max_seq_length {a['max_seq_length']}), top-100 dense candidates, "
-        f"BM25 ranks as agreement signal, teacher `{a['teacher']}`, {a['num_negatives']} negatives per (query, positive). "
-        f"The false-negative model is the label-free PU model (signals: {', '.join(result['signals'])}); it never sees the planted truth.",
+        f"{t['planted']} copies of positives added; the duplicates stage found {t['planted_copies_found_by_duplicates']} of the {t['planted']} copies. "
+        f"Retriever all-MiniLM-L6-v2 (max_seq_length {a['max_seq_length']}, bfloat16), top-100 dense candidates, BM25 ranks as agreement signal, "
+        f"teacher `{a['teacher']}` (all-mpnet-base-v2 as a bi-encoder, float32), {a['num_negatives']} negatives per (query, positive). "
+        "\"True\" counts only the hidden and planted documents: SciFact's own unlabelled positives count as true negatives here.",
         "",
-        f"Host: {result['host']}. Elapsed {result['elapsed_s'] / 60:.1f} min.",
-        "",
-        "| strategy | negatives | true FN rate | model estimate [95% interval] | true inside | teacher estimate | detector precision | detector recall | true FN rate after control | negatives after |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"Host: {result['host']}. Elapsed {result['elapsed_s'] / 60:.1f} min (stage seconds: {json.dumps(result['timings_s'])}).",
     ]
-    for r in result["rows"]:
-        lines.append(
-            f"| {r['strategy']} | {r['negatives_before']:,} | {_pct(r['true_rate_before'])} ({r['true_fn_before']}) | {_pct(r['estimate'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}] | "
-            f"{'yes' if r['inside'] else 'no'} | {_pct(r['teacher_estimate'])} | {_pct(r['precision'])} | {_pct(r['recall'])} | "
-            f"{_pct(r['true_rate_after'])} ({r['true_fn_after']}) | {r['negatives_after']:,} |"
-        )
-    lines += [
-        "",
-        f"Over all {pool['candidates']:,} candidates: {pool['true_fn']} true false negatives, {pool['flagged']} flagged, precision {_pct(pool['precision'])}, "
-        f"recall {_pct(pool['recall'])}; the duplicates stage found {pool['planted_copies_found_by_duplicates']} of {t['planted']} planted copies.",
-        f"PU model: {json.dumps(result['fn_model'])}. Stage times (s): {json.dumps(result['timings_s'])}.",
-        "",
-    ]
-    return "\n".join(lines)
+    titles = {
+        "pu": "Label-free model (`negmine fn-scores`, PU): learns from the visible positives only, never from the planted truth; all queries",
+        "labels": "Model fitted on audited labels (`negmine fn-scores --fn-labels`): the planted truth of the candidates of a random half of the "
+                  "queries stands in for an audit; rates measured on the other half",
+    }
+    for mode, m in result["modes"].items():
+        pool = m["pool"]
+        lines += [
+            "", f"### {titles[mode]} ({m['queries']} queries)", "",
+            "| strategy | negatives | true FN rate | model estimate [95% interval] | true inside | teacher estimate | detector precision | detector recall | true FN rate after control |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in m["rows"]:
+            lines.append(
+                f"| {r['strategy']} | {r['negatives_before']:,} | {_pct(r['true_rate_before'])} ({r['true_fn_before']}) | {_pct(r['estimate'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}] | "
+                f"{'yes' if r['inside'] else 'no'} | {_pct(r['teacher_estimate'])} | {_pct(r['precision'])} | {_pct(r['recall'])} | "
+                f"{_pct(r['true_rate_after'])} ({r['true_fn_after']} of {r['negatives_after']:,}) |"
+            )
+        lines += ["", f"Over all {pool['candidates']:,} candidates: {pool['true_fn']} true false negatives, {pool['flagged']} flagged, precision "
+                      f"{_pct(pool['precision'])}, recall {_pct(pool['recall'])}. Model: {json.dumps(m['fn_model'])}."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
