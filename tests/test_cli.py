@@ -37,7 +37,7 @@ def test_mine_simans_writes_every_table(mined):
     qrels = {(r["query_id"], r["doc_id"]) for r in pq.read_table(run / "qrels.parquet").to_pylist()}
     assert not any((r["query_id"], r["neg_id"]) in qrels for r in negatives.to_pylist())
     manifest = json.loads((run / "manifest.json").read_text())
-    assert set(manifest["stages"]) == {"ingest", "embed", "dense", "sample.simans"}
+    assert set(manifest["stages"]) == {"ingest", "embed", "dense", "duplicates", "sample.simans"}
     assert manifest["stages"]["dense"]["stats"]["recall"] > 0.8
 
 

@@ -111,10 +111,10 @@ def test_sample_stage_writes_pseudo_positives_and_counts_false_negatives(tmp_pat
         write_table(pos, run.file("positive_scores_dense.parquet"), POSITIVE_SCORES)
         write_table(qrels, run.file("qrels.parquet"), QRELS)
         write_table(queries, run.file("queries.parquet"), QUERIES)
-        sample_stage(run, "denoise")
+        sample_stage(run, "denoise", dedup=False)
     write_table(scored, run.file("scored_candidates_dense.parquet"), SCORED_CANDIDATES)
     write_table(scored_pos, run.file("scored_positives_dense.parquet"), SCORED_POSITIVES)
-    result = sample_stage(run, "denoise", num_negatives=4, params={"pseudo_positives": True})
+    result = sample_stage(run, "denoise", num_negatives=4, params={"pseudo_positives": True}, dedup=False)
     assert result.entry["stats"]["likely_false_negatives"] == 2
     assert result.entry["stats"]["queries_with_likely_false_negatives"] == 1
     assert pq.read_table(run.file("pseudo_positives_denoise.parquet")).column("doc_id").to_pylist() == ["d1", "d7"]

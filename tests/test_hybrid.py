@@ -118,7 +118,7 @@ def test_hybrid_stage_union_and_errors(tmp_path):
 def test_sample_from_the_hybrid_pool(tmp_path):
     run = _run_with_pools(tmp_path)
     hybrid_stage(run)
-    sample_stage(run, "topk", "hybrid", num_negatives=2)
+    sample_stage(run, "topk", "hybrid", num_negatives=2, dedup=False)  # tables only: no corpus to compare texts in
     rows = pq.read_table(run.file("negatives_topk.parquet")).to_pylist()
     # positives a, w, p are never negatives: y, z are the best two left; scores are RRF scores
     assert {(r["pos_id"], r["neg_id"]) for r in rows} == {(p, n) for p in ("a", "w", "p") for n in ("y", "z")}
@@ -134,7 +134,7 @@ def test_mine_source_hybrid_on_sample_data(tmp_path, model_path):
     result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert set(summary) == {"ingest", "bm25", "embed", "dense", "hybrid", "sample.topk"}
+    assert set(summary) == {"ingest", "bm25", "embed", "dense", "hybrid", "duplicates", "sample.topk"}
     fused = pq.read_table(run / "candidates_hybrid.parquet").to_pylist()
     assert {r["source"] for r in fused} <= {"bm25", "dense", "bm25+dense"}
     ranks = {}
@@ -154,5 +154,5 @@ def test_mine_source_hybrid_on_sample_data(tmp_path, model_path):
     result = runner.invoke(app, [str(a) for a in args + ["--fusion", "union"]], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert {stage: entry["skipped"] for stage, entry in json.loads(result.stdout).items()} == {
-        "ingest": True, "bm25": True, "embed": True, "dense": True, "hybrid": False, "sample.topk": False,
+        "ingest": True, "bm25": True, "embed": True, "dense": True, "hybrid": False, "duplicates": True, "sample.topk": False,
     }

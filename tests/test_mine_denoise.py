@@ -26,7 +26,7 @@ def test_mine_denoise_with_a_bi_encoder_teacher(tmp_path, model_path):
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert set(summary) == {"ingest", "embed", "dense", "rescore.dense", "sample.denoise"}
+    assert set(summary) == {"ingest", "embed", "dense", "rescore.dense", "duplicates", "sample.denoise"}
     assert summary["rescore.dense"]["stats"]["teacher_kind"] == "bi-encoder"
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"]["rescore.dense"]["config"]["max_length"] == 32
