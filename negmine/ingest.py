@@ -110,7 +110,7 @@ def _json_records(path: Path, id_field: str, fields: dict[str, bool]) -> Iterato
         yield number, out
 
 
-def _tsv_rows(path: Path, columns: int, skip_header: str | None = None) -> Iterator[tuple[int, list[str]]]:
+def tsv_rows(path: Path, columns: int, skip_header: str | None = None) -> Iterator[tuple[int, list[str]]]:
     for number, line in _lines(path):
         parts = line.split("\t")
         if skip_header is not None and number == 1 and parts[0].strip() == skip_header:
@@ -206,7 +206,7 @@ class _Collector:
         return BadInputError(self.path, f"row {where}: {message}", field=field_name)
 
 
-def _qrels_rows(rows: Iterator[tuple[int, str, str, str]], path: Path, unit: str) -> dict[str, list]:
+def qrels_rows(rows: Iterator[tuple[int, str, str, str]], path: Path, unit: str) -> dict[str, list]:
     out: dict[str, list] = {"query_id": [], "doc_id": [], "relevance": [], "where": []}
     for where, qid, did, rel in rows:
         location = {"line": where} if unit == "line" else {}
@@ -237,8 +237,8 @@ def read_beir(data_dir: str | Path, split: str = "train", corpus_file: Path | No
         queries.add(number, rec["id"], text=rec["text"])
     queries.finish()
     qrels_path = data_dir / "qrels" / f"{split}.tsv"
-    rows = ((n, p[0], p[1], p[2]) for n, p in _tsv_rows(qrels_path, 3, skip_header="query-id"))
-    qrels = _qrels_rows(rows, qrels_path, "line")
+    rows = ((n, p[0], p[1], p[2]) for n, p in tsv_rows(qrels_path, 3, skip_header="query-id"))
+    qrels = qrels_rows(rows, qrels_path, "line")
     return _assemble(corpus, queries, qrels, qrels_path, "line", split)
 
 
@@ -246,14 +246,14 @@ def read_msmarco(data_dir: str | Path, split: str = "train", corpus_file: Path |
     data_dir = Path(data_dir)
     corpus_path = data_dir / "collection.tsv"
     corpus = _Collector(corpus_path, "pid", schema=CORPUS, sink=corpus_file)
-    for number, (pid, text) in _tsv_rows(corpus_path, 2):
+    for number, (pid, text) in tsv_rows(corpus_path, 2):
         corpus.add(number, pid.strip(), title=None, text=text)
     corpus.finish()
     queries_path = data_dir / f"queries.{split}.tsv"
     if not queries_path.exists():
         queries_path = data_dir / "queries.tsv"
     queries = _Collector(queries_path, "qid")
-    for number, (qid, text) in _tsv_rows(queries_path, 2):
+    for number, (qid, text) in tsv_rows(queries_path, 2):
         queries.add(number, qid.strip(), text=text)
     queries.finish()
     qrels_path = data_dir / f"qrels.{split}.tsv"
@@ -263,7 +263,7 @@ def read_msmarco(data_dir: str | Path, split: str = "train", corpus_file: Path |
         if len(parts) != 4:
             raise BadInputError(qrels_path, f"expected 4 columns (qid iter pid relevance), found {len(parts)}", line=number)
         rows.append((number, parts[0], parts[2], parts[3]))
-    qrels = _qrels_rows(iter(rows), qrels_path, "line")
+    qrels = qrels_rows(iter(rows), qrels_path, "line")
     return _assemble(corpus, queries, qrels, qrels_path, "line", split)
 
 
@@ -289,7 +289,7 @@ def read_parquet_dataset(data_dir: str | Path, split: str = "train", corpus_file
     queries.finish()
     columns = [qrels_table.column(c).to_pylist() for c in QRELS.names]
     rows = ((row, q, d, str(r)) for row, (q, d, r) in enumerate(zip(*columns)))
-    qrels = _qrels_rows(rows, qrels_path, "row")
+    qrels = qrels_rows(rows, qrels_path, "row")
     return _assemble(corpus, queries, qrels, qrels_path, "row", split)
 
 

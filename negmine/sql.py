@@ -44,3 +44,14 @@ def query(run_dir: str | Path, sql: str):
         raise BadInputError("<sql>", str(exc).splitlines()[0], field="query") from None
     columns = [d[0] for d in cursor.description] if cursor.description else []
     return columns, cursor.fetchall()
+
+
+def query_arrow(run_dir: str | Path, sql: str):
+    """Run ``sql`` against the run's views; returns an Arrow table."""
+    import duckdb
+
+    con = connect(run_dir)
+    try:
+        return con.execute(sql).fetch_arrow_table()
+    except duckdb.Error as exc:
+        raise BadInputError("<sql>", str(exc).splitlines()[0], field="query") from None

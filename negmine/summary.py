@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from negmine.stages import StageResult
+from negmine.runners.base import StageResult
 
 
 def summary_dict(results: list[StageResult]) -> dict:

@@ -4,7 +4,7 @@ classes without pyserini's Python wrappers (whose imports bring torch, transform
 import subprocess
 import sys
 
-from negmine import bm25
+from negmine.retrieve import bm25
 from negmine.ingest import read_beir
 from negmine.io import LazyTable, write_table
 from negmine.schemas import CORPUS
@@ -54,7 +54,7 @@ def test_pyserini_backend_leaves_the_dense_stack_unimported(tmp_path):
     # (530 MB resident before the first document); negmine's BM25 stage must not pay for them
     code = f"""
 import sys
-from negmine.bm25 import bm25_candidates
+from negmine.retrieve.bm25 import bm25_candidates
 from negmine.ingest import read_beir
 data = read_beir({str(SAMPLE)!r})
 candidates, _ = bm25_candidates(data.corpus, data.queries, data.qrels, {str(tmp_path / 'index')!r}, k=10)
@@ -72,7 +72,7 @@ print("collectors:", sorted(beans.get(i).getName() for i in range(beans.size()))
 
 
 def test_jvm_options_choose_the_serial_collector_unless_told_otherwise():
-    from negmine._java import jvm_options
+    from negmine.retrieve.java import jvm_options
 
     vector = "--add-modules=jdk.incubator.vector"
     assert jvm_options(["-Djava.class.path=x", vector], False) == ["-Djava.class.path=x", "-XX:+UseSerialGC"]

@@ -1,4 +1,4 @@
-"""negmine.collisions: positive groups, the in-batch collision mask, and the masked MNRL loss against the formula."""
+"""negmine.train.collisions: positive groups, the in-batch collision mask, and the masked MNRL loss against the formula."""
 
 import numpy as np
 import pyarrow as pa
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from negmine.collisions import collision_mask, positive_groups
+from negmine.train.collisions import collision_mask, positive_groups
 from negmine.schemas import DUPLICATES, FN_SCORES, QRELS
 
 
@@ -109,7 +109,7 @@ def test_without_collisions_the_masked_loss_is_mnrl(model, cached):
     import torch
     from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
 
-    from negmine import train
+    from negmine.train import trainer as train
 
     embeddings = [torch.from_numpy(e) for e in _embeddings(4, 2)]
     labels = torch.arange(4)
@@ -130,7 +130,7 @@ def test_without_collisions_the_masked_loss_is_mnrl(model, cached):
 def test_with_collisions_the_loss_is_the_formula_over_the_unmasked_cells(model, cached):
     import torch
 
-    from negmine import train
+    from negmine.train import trainer as train
 
     groups = {"q0": {"p0", "p2", "n3"}, "q1": {"p1"}, "q3": {"n1"}}
     raw = _embeddings(4, 2, seed=1)
@@ -154,7 +154,7 @@ def test_with_collisions_the_loss_is_the_formula_over_the_unmasked_cells(model, 
 def test_the_cached_loss_backpropagates_the_same_gradients(model):
     import torch
 
-    from negmine import train
+    from negmine.train import trainer as train
 
     groups = {"q0": {"p2", "n3"}, "q3": {"n1"}}
     raw = _embeddings(4, 2, seed=2)
@@ -169,7 +169,7 @@ def test_the_cached_loss_backpropagates_the_same_gradients(model):
 def test_the_loss_needs_the_row_indices(model):
     import torch
 
-    from negmine import train
+    from negmine.train import trainer as train
 
     loss = train.MaskedMultipleNegativesRankingLoss(model, ROWS, IDS, {})
     with pytest.raises(ValueError, match="needs each row's index in the dataset's 'label' column"):
@@ -180,5 +180,5 @@ def test_importing_the_trainer_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, negmine.train, negmine.collisions; assert 'torch' not in sys.modules"
+    code = "import sys, negmine.train.trainer, negmine.train.collisions; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

@@ -7,12 +7,12 @@ import pytest
 
 from negmine.errors import StageError
 from negmine.io import write_table
-from negmine.run import Run
+from negmine.rundir import Run
 from negmine.sample import sample_negatives
 from negmine.sample.denoise import likely_false_negatives
 from negmine.sample.pool import rng_for
 from negmine.schemas import CANDIDATES, CORPUS, POSITIVE_SCORES, QRELS, QUERIES, SCORED_CANDIDATES, SCORED_POSITIVES
-from negmine.stages import sample_stage
+from negmine.runners.sample import sample_stage
 
 # ranks 1..55 for query q; rank 3 ("d3") is the labelled positive.
 PROBS = {1: 0.95, 2: 0.05, 3: 0.99, 4: 0.5, 5: 0.09, 6: 0.1, 7: 0.91, 51: 0.02, 52: 0.02, 53: 0.95, 54: 0.02, 55: 0.02}

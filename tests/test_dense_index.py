@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from negmine.cli import app
-from negmine.dense import build_index, recall_against_flat, top_k
+from negmine.retrieve.search import build_index, recall_against_flat, top_k
 from negmine.errors import StageError
 
 from conftest import SAMPLE
@@ -99,7 +99,7 @@ def _mapped_kb(path) -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
 def test_an_index_built_from_the_embeddings_file_does_not_keep_the_file_resident(tmp_path):
-    from negmine.dense import drop_mapped_pages, float32_blocks
+    from negmine.retrieve.search import drop_mapped_pages, float32_blocks
 
     path = tmp_path / "corpus.npy"
     matrix = np.random.default_rng(0).standard_normal((20_000, 384)).astype(np.float16)  # 15 MB
@@ -119,13 +119,13 @@ def test_an_index_built_from_the_embeddings_file_does_not_keep_the_file_resident
 def test_sharded_exact_search_is_one_index_search():
     """Shards of any size, merged, give one flat index's scores and rows (ties by corpus row), and at
     faiss's 1,024-row BLAS blocks the very same floats."""
-    from negmine.dense import _flat_index, sharded_top_k
+    from negmine.retrieve.search import flat_index, sharded_top_k
 
     rng = np.random.default_rng(3)
     distinct = rng.standard_normal((300, 16)).astype(np.float32)
     corpus = distinct[rng.integers(0, 300, 5000)].astype(np.float16)  # duplicates: exact ties everywhere
     batches = [rng.standard_normal((n, 16)).astype(np.float32) for n in (40, 7, 0)]  # BLAS and per-pair paths
-    whole = _flat_index(corpus)
+    whole = flat_index(corpus)
     for k in (1, 10, 60):
         expected = [top_k(whole, q, k) for q in batches]
         for shard_size in (1024, 2048, 333, 5000, 10_000):
@@ -144,14 +144,14 @@ def test_sharded_exact_search_is_one_index_search():
 def test_a_shard_is_searched_on_its_rows_without_an_index_copy_and_gives_the_index_floats(tmp_path):
     """ExactSearch (faiss.knn over the shard's float32 rows; no IndexFlatIP holding a second copy) returns
     the bytes an IndexFlatIP over the same rows returns, on the BLAS path and the per-pair one, with ties."""
-    from negmine.dense import ExactSearch, _flat_index, shard_searcher
+    from negmine.retrieve.search import ExactSearch, flat_index, shard_searcher
 
     rng = np.random.default_rng(11)
     rows = rng.standard_normal((3000, 384)).astype(np.float16)
     rows[2000:2100] = rows[:100]
     np.save(tmp_path / "e.npy", rows)
     mapped = np.load(tmp_path / "e.npy", mmap_mode="r")
-    exact, index = ExactSearch(mapped), _flat_index(rows)
+    exact, index = ExactSearch(mapped), flat_index(rows)
     assert isinstance(shard_searcher(rows), ExactSearch) and exact.ntotal == index.ntotal == 3000
     assert _mapped_kb(tmp_path / "e.npy") < 1_000  # the map's pages dropped once copied
     for n in (300, 5):
@@ -165,14 +165,14 @@ def test_scores_do_not_depend_on_which_queries_had_ties():
     """A query whose k-th score ties is searched again deeper; faiss's floats depend on how many queries
     share a search call, so the deeper search sends the whole batch: every score is the one a single
     deep search of the batch gives, whichever queries tied (and so whatever the shard size)."""
-    from negmine.dense import _flat_index, sharded_top_k
+    from negmine.retrieve.search import flat_index, sharded_top_k
 
     rng = np.random.default_rng(5)
     corpus = rng.standard_normal((6000, 384)).astype(np.float16)
     corpus[3000:3200] = corpus[:200]  # some rows twice: ties for the queries near them
     queries = rng.standard_normal((1000, 384)).astype(np.float32)
     queries[:40] = corpus[:40].astype(np.float32) + rng.standard_normal((40, 384)).astype(np.float32) * 0.01
-    index = _flat_index(corpus)
+    index = flat_index(corpus)
     deep_scores, deep_rows = index.search(queries, 6000)
     for k in (1, 2, 9):
         scores, rows = top_k(index, queries, k)
@@ -188,7 +188,7 @@ def test_scores_do_not_depend_on_which_queries_had_ties():
 
 
 def test_embedding_rows_reads_the_rows_a_map_would_give(tmp_path):
-    from negmine.dense import embedding_rows
+    from negmine.retrieve.search import embedding_rows
 
     matrix = np.random.default_rng(1).standard_normal((5000, 24)).astype(np.float16)
     np.save(tmp_path / "e.npy", matrix)
@@ -203,7 +203,7 @@ def test_embedding_rows_reads_the_rows_a_map_would_give(tmp_path):
 
 
 def test_ranked_hits_names_the_rows_found():
-    from negmine.dense import ranked_hits
+    from negmine.retrieve.search import ranked_hits
 
     ids = pa.chunked_array([["a", "b"], ["c", "d"]])
     scores = np.array([[0.9, 0.5, 0.1], [0.7, -1.0, -1.0]], np.float32)

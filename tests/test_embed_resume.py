@@ -2,9 +2,10 @@
 
 import pytest
 
-import negmine.dense
-from negmine.run import Run
-from negmine.stages import embed_stage, ingest_stage
+import negmine.retrieve.embed
+from negmine.rundir import Run
+from negmine.runners.dense import embed_stage
+from negmine.runners.ingest import ingest_stage
 from conftest import SAMPLE
 
 
@@ -16,7 +17,7 @@ def test_interrupted_embed_resumes_with_the_same_bytes(tmp_path, model_path, mon
 
     run = Run.open(tmp_path / "run")
     ingest_stage(run, SAMPLE)
-    real_encode, calls = negmine.dense.encode, []
+    real_encode, calls = negmine.retrieve.encode.encode, []
 
     def failing(model, texts, batch_size=64, prompt_name=None):
         if len(calls) == 3:
@@ -24,7 +25,7 @@ def test_interrupted_embed_resumes_with_the_same_bytes(tmp_path, model_path, mon
         calls.append(len(texts))
         return real_encode(model, texts, batch_size, prompt_name)
 
-    monkeypatch.setattr(negmine.dense, "encode", failing)
+    monkeypatch.setattr(negmine.retrieve.embed, "encode", failing)
     with pytest.raises(KeyboardInterrupt):
         embed_stage(run, model_path, max_seq_length=64, chunk_size=16)
     embeddings = run.file("embeddings")
@@ -33,7 +34,7 @@ def test_interrupted_embed_resumes_with_the_same_bytes(tmp_path, model_path, mon
     assert sorted(p.name for p in parts.iterdir()) == ["000000.npy", "000001.npy", "000002.npy"]
 
     calls.clear()
-    monkeypatch.setattr(negmine.dense, "encode", lambda model, texts, batch_size=64, prompt_name=None: calls.append(len(texts)) or real_encode(model, texts, batch_size, prompt_name))
+    monkeypatch.setattr(negmine.retrieve.embed, "encode", lambda model, texts, batch_size=64, prompt_name=None: calls.append(len(texts)) or real_encode(model, texts, batch_size, prompt_name))
     result = embed_stage(run, model_path, max_seq_length=64, chunk_size=16)
     documents = result.entry["stats"]["documents"]
     assert result.entry["stats"]["documents_resumed"] == 48
@@ -45,7 +46,7 @@ def test_interrupted_embed_resumes_with_the_same_bytes(tmp_path, model_path, mon
 def test_parts_of_another_setting_are_not_reused(tmp_path, model_path, monkeypatch):
     run = Run.open(tmp_path / "run")
     ingest_stage(run, SAMPLE)
-    real_encode, calls = negmine.dense.encode, []
+    real_encode, calls = negmine.retrieve.encode.encode, []
 
     def failing(model, texts, batch_size=64, prompt_name=None):
         if calls:
@@ -53,10 +54,10 @@ def test_parts_of_another_setting_are_not_reused(tmp_path, model_path, monkeypat
         calls.append(1)
         return real_encode(model, texts, batch_size, prompt_name)
 
-    monkeypatch.setattr(negmine.dense, "encode", failing)
+    monkeypatch.setattr(negmine.retrieve.embed, "encode", failing)
     with pytest.raises(KeyboardInterrupt):
         embed_stage(run, model_path, max_seq_length=64, chunk_size=16)
-    monkeypatch.setattr(negmine.dense, "encode", real_encode)
+    monkeypatch.setattr(negmine.retrieve.embed, "encode", real_encode)
     result = embed_stage(run, model_path, max_seq_length=32, chunk_size=16)  # other embeddings: start afresh
     assert "documents_resumed" not in result.entry["stats"]
     assert not list(run.file("embeddings").glob(".corpus.parts-*"))

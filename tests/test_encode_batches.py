@@ -1,9 +1,10 @@
-"""Token-budgeted encoding batches (negmine.dense.token_batches / encode)."""
+"""Token-budgeted encoding batches (negmine.retrieve.encode.token_batches / encode)."""
 
 import numpy as np
 import pytest
 
-from negmine.dense import CPU_BATCH_TOKENS, encode, load_model, token_batches, token_lengths
+from negmine.retrieve.encode import CPU_BATCH_TOKENS, encode, token_batches, token_lengths
+from negmine.retrieve.models import load_model
 from negmine.errors import StageError
 
 
@@ -37,20 +38,21 @@ def test_budgeted_encoding_matches_one_batch_per_text(model_path, monkeypatch):
     # padding changes the floats only in their last bits
     np.testing.assert_allclose((ours * singles).sum(1), 1.0, atol=1e-5)
     assert CPU_BATCH_TOKENS >= 128
-    import negmine.dense
+    import negmine.retrieve.embed
+    import negmine.retrieve.encode
 
-    monkeypatch.setattr(negmine.dense, "CPU_BATCH_TOKENS", 200)  # the 128-token texts now go one per batch
+    monkeypatch.setattr(negmine.retrieve.encode, "CPU_BATCH_TOKENS", 200)  # the 128-token texts now go one per batch
     assert [len(b) for b in token_batches(lengths, 4, 200)][:3] == [1, 1, 1]
     np.testing.assert_allclose((encode(model, texts, batch_size=4) * singles).sum(1), 1.0, atol=1e-5)
     # freed activations go back to the OS after every CPU batch
     released = []
-    monkeypatch.setattr(negmine.dense, "release_memory", lambda: released.append(1))
+    monkeypatch.setattr(negmine.retrieve.encode, "release_memory", lambda: released.append(1))
     encode(model, texts, batch_size=4)
     assert len(released) == len(token_batches(lengths, 4, 200))
 
 
 def test_release_memory_runs():
-    from negmine.dense import release_memory
+    from negmine.retrieve.encode import release_memory
 
     release_memory()  # glibc's malloc_trim here; a no-op elsewhere, never an error
 
@@ -58,7 +60,7 @@ def test_release_memory_runs():
 def test_the_embeddings_file_is_npy_written_block_by_block(tmp_path):
     """write_embeddings appends blocks after the header: the bytes np.save / a memory map would give,
     without this process holding the matrix."""
-    from negmine.dense import write_embeddings
+    from negmine.retrieve.embed import write_embeddings
 
     rng = np.random.default_rng(0)
     for dtype, rows in (("float16", 1000), ("float32", 3), ("float16", 0)):
@@ -73,24 +75,26 @@ def test_the_embeddings_file_is_npy_written_block_by_block(tmp_path):
 
 
 def test_a_corpus_encode_holds_one_chunk_of_texts_at_a_time(tmp_path, model_path, monkeypatch):
-    import negmine.dense
+    import negmine.retrieve.embed
+    import negmine.retrieve.encode
     from negmine.ingest import ingest
 
     from conftest import SAMPLE
 
     corpus = ingest(SAMPLE).corpus
     seen = []
-    real = negmine.dense.doc_texts
-    monkeypatch.setattr(negmine.dense, "doc_texts", lambda table: seen.append(table.num_rows) or real(table))
+    real = negmine.retrieve.candidates.doc_texts
+    monkeypatch.setattr(negmine.retrieve.embed, "doc_texts", lambda table: seen.append(table.num_rows) or real(table))
     model = load_model(model_path, 32)
-    emb = negmine.dense.embed_corpus(corpus, model, tmp_path / "corpus.npy", chunk_size=16)
+    emb = negmine.retrieve.embed.embed_corpus(corpus, model, tmp_path / "corpus.npy", chunk_size=16)
     assert sum(seen) == corpus.num_rows and max(seen) == 16
     assert emb.shape == (corpus.num_rows, 384)
 
 
 def test_a_corpus_read_lazily_gives_the_same_bytes(tmp_path, model_path):
     """The embed stage reads the corpus file a chunk at a time (negmine.io.LazyTable): same chunks, same file."""
-    import negmine.dense
+    import negmine.retrieve.embed
+    import negmine.retrieve.encode
     from negmine.ingest import ingest
     from negmine.io import LazyTable, write_table
     from negmine.schemas import CORPUS
@@ -100,8 +104,8 @@ def test_a_corpus_read_lazily_gives_the_same_bytes(tmp_path, model_path):
     corpus = ingest(SAMPLE).corpus
     write_table(corpus, tmp_path / "corpus.parquet", CORPUS)
     model = load_model(model_path, 32)
-    negmine.dense.embed_corpus(corpus, model, tmp_path / "table.npy", chunk_size=16)
-    negmine.dense.embed_corpus(LazyTable(tmp_path / "corpus.parquet", CORPUS), model, tmp_path / "lazy.npy", chunk_size=16, parts_dir=tmp_path / "parts", resumed={})
+    negmine.retrieve.embed.embed_corpus(corpus, model, tmp_path / "table.npy", chunk_size=16)
+    negmine.retrieve.embed.embed_corpus(LazyTable(tmp_path / "corpus.parquet", CORPUS), model, tmp_path / "lazy.npy", chunk_size=16, parts_dir=tmp_path / "parts", resumed={})
     assert (tmp_path / "table.npy").read_bytes() == (tmp_path / "lazy.npy").read_bytes()
     with pytest.raises(StageError, match="chunk size must be at least 1"):
-        negmine.dense.embed_corpus(LazyTable(tmp_path / "corpus.parquet", CORPUS), model, tmp_path / "x.npy", chunk_size=0)
+        negmine.retrieve.embed.embed_corpus(LazyTable(tmp_path / "corpus.parquet", CORPUS), model, tmp_path / "x.npy", chunk_size=0)

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from negmine.dense import encode, load_model
-from negmine.encoder import PlainEncoder, plain_layout
+from negmine.retrieve.encode import encode
+from negmine.retrieve.models import load_model
+from negmine.retrieve.encoder import PlainEncoder, plain_layout
 from negmine.errors import BadInputError
 from negmine.ingest import ingest
-from negmine.candidates import doc_texts
+from negmine.retrieve.candidates import doc_texts
 
 from conftest import SAMPLE
 
@@ -111,7 +112,7 @@ def test_other_layouts_go_to_sentence_transformers(tmp_path, model_path, change)
 
 def test_a_dense_run_does_not_import_sentence_transformers(tmp_path, model_path):
     code = (
-        "import sys; from negmine.run import Run; from negmine.stages import ingest_stage, dense_stage\n"
+        "import sys; from negmine.rundir import Run; from negmine.runners.ingest import ingest_stage; from negmine.runners.dense import dense_stage\n"
         f"run = Run.open({str(tmp_path / 'run')!r}); ingest_stage(run, {str(SAMPLE)!r})\n"
         f"dense_stage(run, {model_path!r}, k=10, max_seq_length=64)\n"
         "print([m in sys.modules for m in ('sentence_transformers', 'transformers.modeling_utils', 'torch._dynamo')])\n"

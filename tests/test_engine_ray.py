@@ -20,8 +20,11 @@ from typer.testing import CliRunner
 
 from negmine.cli import app
 from negmine.errors import BadInputError, StageError
-from negmine.run import Run
-from negmine.stages import dense_stage, ingest_stage, rescore_stage, sample_stage
+from negmine.rundir import Run
+from negmine.runners.dense import dense_stage
+from negmine.runners.ingest import ingest_stage
+from negmine.runners.rescore import rescore_stage
+from negmine.runners.sample import sample_stage
 
 from conftest import SAMPLE
 
@@ -132,13 +135,13 @@ def test_ray_actors_caps_the_pool_and_leaves_the_bytes_alone(runs, tmp_path, sam
 @pytest.mark.slow
 def test_an_interrupted_encode_resumes_on_ray_from_the_kept_chunks(runs, tmp_path, sample_slice, model_path, monkeypatch):
     """Chunks kept by an interrupted local encode (the same bytes either engine writes) are read, not sent out again."""
-    import negmine.dense
-    from negmine.stages import embed_stage
+    import negmine.retrieve.embed
+    from negmine.runners.dense import embed_stage
 
     local, _ = runs
     run = Run.open(tmp_path / "run")
     ingest_stage(run, sample_slice)
-    real_encode, calls = negmine.dense.encode, []
+    real_encode, calls = negmine.retrieve.encode.encode, []
 
     def failing(model, texts, batch_size=64, prompt_name=None):
         if len(calls) == 2:
@@ -146,11 +149,11 @@ def test_an_interrupted_encode_resumes_on_ray_from_the_kept_chunks(runs, tmp_pat
         calls.append(len(texts))
         return real_encode(model, texts, batch_size, prompt_name)
 
-    monkeypatch.setattr(negmine.dense, "encode", failing)
+    monkeypatch.setattr(negmine.retrieve.embed, "encode", failing)
     settings = {"max_seq_length": DENSE["max_seq_length"], "chunk_size": DENSE["chunk_size"]}
     with pytest.raises(KeyboardInterrupt):
         embed_stage(run, model_path, **settings)
-    monkeypatch.setattr(negmine.dense, "encode", real_encode)
+    monkeypatch.setattr(negmine.retrieve.embed, "encode", real_encode)
     (parts,) = run.file("embeddings").glob(".corpus.parts-*")
     assert sorted(p.name for p in parts.iterdir()) == ["000000.npy", "000001.npy"]
     stats = embed_stage(run, model_path, engine="ray", ray_actors=1, **settings).entry["stats"]
@@ -164,8 +167,9 @@ def test_an_interrupted_encode_resumes_on_ray_from_the_kept_chunks(runs, tmp_pat
 def test_the_pool_reads_its_items_as_actors_free_up(ray_cluster, model_path):
     """ModelPool.map takes a generator and keeps IN_FLIGHT items per actor ahead of the results taken
     (the driver holds a window of chunk texts, not the corpus's); results come in the items' order."""
-    from negmine.dense import encode, load_model
-    from negmine.engine_ray import IN_FLIGHT, encoder_pool
+    from negmine.retrieve.encode import encode
+    from negmine.retrieve.models import load_model
+    from negmine.engines.ray import IN_FLIGHT, encoder_pool
 
     parts = [[f"document {i} about topic {i % 3}", f"another text {i}"] for i in range(7)]
     taken = []
@@ -194,7 +198,7 @@ def test_cross_encoder_parts_on_ray_actors_score_like_the_local_teacher(runs, tm
     import torch
     from sentence_transformers import CrossEncoder
 
-    from negmine import engine_ray
+    from negmine.engines import ray as engine_ray
     from negmine.io import read_table
     from negmine.rescore import load_teacher, rescore
     from negmine.schemas import CANDIDATES, CORPUS, POSITIVE_SCORES, QUERIES
@@ -219,8 +223,8 @@ def test_cross_encoder_parts_on_ray_actors_score_like_the_local_teacher(runs, tm
 def test_sharded_search_breaks_ties_like_one_index(ray_cluster):
     """Duplicate documents tie exactly, also across the top-k cut-off: the Ray engine's shards merged
     must give what the local engine's single index gives (score descending, then corpus row)."""
-    from negmine import engine_ray
-    from negmine.dense import dense_candidates
+    from negmine.engines import ray as engine_ray
+    from negmine.retrieve.search import dense_candidates
 
     rng = np.random.default_rng(7)
     base = rng.standard_normal((10, 8)).astype(np.float32)
@@ -259,7 +263,7 @@ def test_sharded_search_breaks_ties_like_one_index(ray_cluster):
 
 
 def test_bad_input_inside_a_ray_actor_reaches_the_driver_as_itself(tmp_path, ray_cluster):
-    from negmine import engine_ray
+    from negmine.engines import ray as engine_ray
 
     missing = str(tmp_path / "missing-model")
     with pytest.raises(BadInputError, match="model path does not exist"):
@@ -290,14 +294,14 @@ def test_cli_engine_options(tmp_path):
 
 
 def test_a_pool_of_no_actors_is_refused_before_ray_starts():
-    from negmine import engine_ray
+    from negmine.engines import ray as engine_ray
 
     with pytest.raises(StageError, match="at least 1 actor, got 0"):
         engine_ray.RayTeacher("cross-encoder:m", max_actors=0)
 
 
 def test_without_ray_installed_the_error_names_the_extra(monkeypatch):
-    from negmine import engine_ray
+    from negmine.engines import ray as engine_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     with pytest.raises(StageError, match=r"--engine ray needs Ray: pip install 'negmine\[ray\]'"):

@@ -5,7 +5,7 @@ import math
 import pyarrow as pa
 import pytest
 
-from negmine.evaluate import compare, evaluate_ranking
+from negmine.train.evaluate import compare, evaluate_ranking
 from negmine.schemas import QRELS
 
 

@@ -105,8 +105,8 @@ def test_max_fn_prob_keeps_likely_false_negatives_out():
 
 def test_max_fn_prob_out_of_range_is_bad_input(tmp_path):
     from negmine.errors import BadInputError
-    from negmine.run import Run
-    from negmine.stages import sample_stage
+    from negmine.rundir import Run
+    from negmine.runners.sample import sample_stage
 
     with pytest.raises(BadInputError, match=r"--max-fn-prob, field 'max_fn_prob': must lie in \[0, 1\], got 1.5"):
         sample_stage(Run.open(tmp_path / "run"), "topk", "dense", 3, max_fn_prob=1.5)

@@ -3,7 +3,7 @@
 import pyarrow as pa
 import pytest
 
-from negmine.fusion import rrf_fuse
+from negmine.retrieve.fusion import rrf_fuse
 from negmine.schemas import CANDIDATES
 
 

@@ -9,11 +9,12 @@ from typer.testing import CliRunner
 
 from negmine.cli import app
 from negmine.errors import StageError
-from negmine.fusion import fuse_positive_scores, rrf_fuse, union_fuse
+from negmine.retrieve.fusion import fuse_positive_scores, rrf_fuse, union_fuse
 from negmine.io import write_table
-from negmine.run import Run
+from negmine.rundir import Run
 from negmine.schemas import CANDIDATES, POSITIVE_SCORES, QRELS, QUERIES
-from negmine.stages import hybrid_stage, sample_stage
+from negmine.runners.hybrid import hybrid_stage
+from negmine.runners.sample import sample_stage
 
 from conftest import SAMPLE
 

@@ -190,8 +190,8 @@ def test_a_corpus_written_as_it_is_read_is_the_same_table(tmp_path, monkeypatch,
 
 
 def test_an_invalid_dataset_leaves_no_corpus_file(tmp_path, beir_dir):
-    from negmine.run import Run
-    from negmine.stages import ingest_stage
+    from negmine.rundir import Run
+    from negmine.runners.ingest import ingest_stage
 
     (beir_dir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tnope\t1\n")
     with pytest.raises(BadInputError, match="unknown document 'nope'"):

@@ -10,10 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from negmine.cli import app
-from negmine.dense import check_precision, encode, load_model
+from negmine.retrieve.device import check_precision
+from negmine.retrieve.encode import encode
+from negmine.retrieve.models import load_model
 from negmine.errors import StageError
-from negmine.run import Run
-from negmine.stages import dense_stage, embed_stage, ingest_stage
+from negmine.rundir import Run
+from negmine.runners.dense import dense_stage, embed_stage
+from negmine.runners.ingest import ingest_stage
 from negmine.summary import _describe
 
 from conftest import SAMPLE
@@ -78,7 +81,7 @@ def test_cli_rejects_an_unknown_precision_before_any_stage(tmp_path, model_path)
 def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(monkeypatch):
     import torch
 
-    from negmine import dense
+    from negmine.retrieve import device as dense
 
     monkeypatch.setattr(dense, "native_bfloat16", lambda: True)
     assert dense.resolve_precision("auto", "cpu") == "bfloat16"
@@ -96,7 +99,7 @@ def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(monkeypatch):
 def test_native_bfloat16_reads_the_cpu_flags_else_asks_torch(monkeypatch, tmp_path):
     import torch
 
-    from negmine import dense
+    from negmine.retrieve import device as dense
 
     cpuinfo = tmp_path / "cpuinfo"
     monkeypatch.setattr(dense, "_CPUINFO", cpuinfo)
@@ -113,17 +116,17 @@ def test_native_bfloat16_reads_the_cpu_flags_else_asks_torch(monkeypatch, tmp_pa
 def test_auto_precision_on_a_cpu_machine_does_not_import_torch():
     """A cached rerun resolves "auto" for its cache keys; on a Linux machine without GPU device files
     that costs no torch import (a rerun with --precision auto stays as light as with float32)."""
-    from negmine.dense import GPU_DEVICE_FILES
+    from negmine.retrieve.device import GPU_DEVICE_FILES
 
     if not Path("/proc/cpuinfo").exists() or any(Path(f).exists() for f in GPU_DEVICE_FILES):
         pytest.skip("decided by torch on this machine")
-    code = "import sys; from negmine.dense import resolve_precision; print(resolve_precision('auto')); print('torch' in sys.modules)"
+    code = "import sys; from negmine.retrieve.device import resolve_precision; print(resolve_precision('auto')); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] in ("float32", "bfloat16") and out[1] == "False"
 
 
 def test_auto_precision_is_recorded_as_the_precision_that_ran(tmp_path, model_path, monkeypatch):
-    from negmine import dense
+    from negmine.retrieve import device as dense
 
     run = Run.open(tmp_path / "run")
     ingest_stage(run, SAMPLE)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from negmine.cli import app
 from negmine.io import write_table
-from negmine.run import Run
+from negmine.rundir import Run
 from negmine.sample import strategy_params
 from negmine.schemas import CANDIDATES, CLUSTERS, CORPUS, POSITIVE_SCORES, QRELS, QUERIES, SCORED_CANDIDATES, SCORED_POSITIVES
 

@@ -63,7 +63,7 @@ def test_training_examples_pad_with_random_non_positives():
     import pyarrow as pa
 
     from negmine.schemas import CORPUS, NEGATIVES, QRELS, QUERIES
-    from negmine.train import training_examples
+    from negmine.train.trainer import training_examples
 
     corpus = pa.table({"doc_id": ["p", "n1", "r1", "r2", "r3"], "title": [None] * 5, "text": ["P", "N1", "R1", "R2", "R3"]}, schema=CORPUS)
     queries = pa.table({"query_id": ["q"], "text": ["Q"]}, schema=QUERIES)
@@ -90,7 +90,7 @@ def test_training_examples_pad_with_random_non_positives():
 def _tiny_run(path):
     """Two queries; q1's positive d1 has a duplicate d5, and the fn model thinks d6 a positive of q2."""
     from negmine.io import write_table
-    from negmine.run import Run
+    from negmine.rundir import Run
     from negmine.schemas import CORPUS, DUPLICATES, FN_SCORES, NEGATIVES, QRELS, QUERIES
 
     run = Run.open(path)
@@ -106,8 +106,8 @@ def _tiny_run(path):
 
 
 def test_train_stage_masks_labelled_duplicate_and_likely_positives(tmp_path, monkeypatch):
-    from negmine import train
-    from negmine.training_stages import train_stage
+    from negmine.train import trainer as train
+    from negmine.runners.train import train_stage
 
     seen = []
 
@@ -119,31 +119,31 @@ def test_train_stage_masks_labelled_duplicate_and_likely_positives(tmp_path, mon
 
     monkeypatch.setattr(train, "train_bi_encoder", trainer_stub)
     run = _tiny_run(tmp_path / "run")
-    result = train_stage(run, "stub-model", "m", strategy="topk")
+    result = train_stage(run, "m", "stub-model", strategy="topk")
     assert seen[-1] == {"q1": {"d1", "d5"}, "q2": {"d2", "d6"}}
     assert result.entry["stats"]["masked_in_batch"] == 5
     assert {"duplicates.parquet", "fn_scores_dense.parquet"} <= set(result.entry["inputs"])
     assert not {"mask_collisions", "fn_source", "mask_fn_above"} & set(result.entry["config"])  # defaults: older runs stay fresh
-    assert train_stage(run, "stub-model", "m", strategy="topk").skipped
+    assert train_stage(run, "m", "stub-model", strategy="topk").skipped
 
-    result = train_stage(run, "stub-model", "m", strategy="topk", mask_fn_above=0.95)
+    result = train_stage(run, "m", "stub-model", strategy="topk", mask_fn_above=0.95)
     assert not result.skipped and result.entry["config"]["mask_fn_above"] == 0.95
     assert seen[-1] == {"q1": {"d1", "d5"}, "q2": {"d2"}}
 
-    result = train_stage(run, "stub-model", "m", strategy="topk", mask_collisions=False)
+    result = train_stage(run, "m", "stub-model", strategy="topk", mask_collisions=False)
     assert seen[-1] is None and result.entry["config"]["mask_collisions"] is False
     assert result.entry["stats"]["masked_in_batch"] == 0
     assert not {"duplicates.parquet", "fn_scores_dense.parquet"} & set(result.entry["inputs"])
 
     (run.path / "duplicates.parquet").unlink()
     (run.path / "fn_scores_dense.parquet").unlink()
-    result = train_stage(run, "stub-model", "m", strategy="topk")
+    result = train_stage(run, "m", "stub-model", strategy="topk")
     assert seen[-1] == {"q1": {"d1"}, "q2": {"d2"}}  # without the optional tables the labelled positives are still masked
 
 
 def test_cached_mnrl_trains_with_the_mask(tmp_path, model_path):
-    from negmine.collisions import collision_mask
-    from negmine.train import train_bi_encoder
+    from negmine.train.collisions import collision_mask
+    from negmine.train.trainer import train_bi_encoder
 
     examples = {
         "query_id": ["q0", "q1", "q2", "q3"],
@@ -162,7 +162,7 @@ def test_cached_mnrl_trains_with_the_mask(tmp_path, model_path):
 
 
 def test_tas_balanced_batches_come_from_one_cluster_without_repeated_queries():
-    from negmine.train import _tas_balanced_sampler
+    from negmine.train.trainer import _tas_balanced_sampler
 
     clusters = [0, 0, 0, 1, 1, 1, 1, 2]
     anchors = ["a", "a", "b", "c", "d", "e", "f", "g"]  # query "a" has two positives

@@ -1,4 +1,4 @@
-"""Runners for ``negmine train`` and ``negmine evaluate``: read tables, call negmine.train / negmine.evaluate,
+"""Runners for ``negmine train`` and ``negmine evaluate``: read tables, call negmine.train.trainer / negmine.train.evaluate,
 write the model or the per-query results, record the manifest."""
 
 from __future__ import annotations
@@ -7,20 +7,35 @@ from pathlib import Path
 
 from negmine.errors import BadInputError, StageError
 from negmine.io import read_table, write_json, write_table
-from negmine.run import Run
-from negmine.schemas import CLUSTERS, CORPUS, DUPLICATES, FN_SCORES, NEGATIVES, QRELS, QUERIES
-from negmine.stages import StageResult, _model_id, _run_stage, _unless_default, table_path
+from negmine.rundir import Run
+from negmine.runners.base import (
+    DEFAULT_MODEL,
+    StageResult,
+    model_id,
+    run_stage,
+    table_path,
+    unless_default,
+)
+from negmine.schemas import (
+    CLUSTERS,
+    CORPUS,
+    DUPLICATES,
+    FN_SCORES,
+    NEGATIVES,
+    QRELS,
+    QUERIES,
+)
 
 
 def train_stage(
     run: Run,
-    model: str,
     name: str,
+    model: str = DEFAULT_MODEL,
     method: str = "mnrl",
     strategy: str | None = "simans",
     loss: str = "mnrl",
     num_negatives: int = 1,
-    random_negatives: int = 0,
+    random_negatives: int = 1,
     batching: str = "no-duplicates",
     epochs: int = 1,
     batch_size: int = 32,
@@ -36,17 +51,17 @@ def train_stage(
     """Train a bi-encoder on the run's negatives; the model lands in ``RUN/models/NAME/final``.
 
     ``mask_collisions`` (mnrl and star) leaves out of each anchor's softmax the in-batch documents that
-    are positives of its query (negmine.collisions): its labelled positives, their text duplicates
+    are positives of its query (negmine.train.collisions): its labelled positives, their text duplicates
     (``duplicates.parquet``, when the run has it) and the candidates of ``fn_scores_<fn_source>.parquet``
     with fn_prob above ``mask_fn_above`` (when the run has it). The tables used are inputs of the stage.
     Stats: ``masked_in_batch``, the cells masked over the whole run.
     """
     import numpy as np
 
-    from negmine import train
+    from negmine.train import trainer as train
 
     if method not in train.METHODS:
-        raise StageError(f"unknown method {method!r}; choose from {sorted(train.METHODS)}")
+        raise BadInputError("--method", f"unknown value {method!r}; choose from {sorted(train.METHODS)}")
     if not 0.0 <= mask_fn_above <= 1.0:
         raise BadInputError("--mask-fn-above", f"a probability threshold in [0, 1], got {mask_fn_above}")
     inputs = [table_path(run, n) for n in ("corpus", "queries", "qrels")]
@@ -63,23 +78,24 @@ def train_stage(
     inputs += [path for path, used in ((duplicates_path, use_duplicates), (fn_path, use_fn)) if used]
     out_dir = run.file(f"models/{name}")
     config = {
-        "model": _model_id(model), "method": method, "strategy": strategy, "loss": loss, "num_negatives": num_negatives,
+        "model": model_id(model), "method": method, "strategy": strategy, "loss": loss, "num_negatives": num_negatives,
         "random_negatives": random_negatives, "batching": batching, "epochs": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "seed": seed, "max_seq_length": max_seq_length,
     }
     if method == "adore":
         config["adore_k"] = adore_k
     else:  # keys added after runs were recorded: only when not the default, so those runs stay fresh
-        config |= _unless_default(mask_collisions=(mask_collisions, True))
+        config |= unless_default(mask_collisions=(mask_collisions, True))
         if use_fn:
-            config |= _unless_default(fn_source=(fn_source, "dense"), mask_fn_above=(mask_fn_above, 0.5))
+            config |= unless_default(fn_source=(fn_source, "dense"), mask_fn_above=(mask_fn_above, 0.5))
 
     def compute():
         corpus = read_table(inputs[0], CORPUS, "corpus")
         queries = read_table(inputs[1], QUERIES, "queries")
         qrels = read_table(inputs[2], QRELS, "qrels")
         if method == "adore":
-            from negmine.dense import embed_corpus, load_model
+            from negmine.retrieve.embed import embed_corpus
+            from negmine.retrieve.models import load_model
 
             emb_path = out_dir / "doc_embeddings.npy"
             doc_model = load_model(model, max_seq_length)
@@ -96,7 +112,7 @@ def train_stage(
                 clusters = dict(zip(table.column("query_id").to_pylist(), table.column("cluster_id").to_pylist()))
             groups = None
             if masking:
-                from negmine.collisions import positive_groups
+                from negmine.train.collisions import positive_groups
 
                 duplicates = read_table(duplicates_path, DUPLICATES, "duplicates") if use_duplicates else None
                 likely = None
@@ -117,7 +133,7 @@ def train_stage(
             stats["masked_in_batch"] = next((h["masked_in_batch"] for h in history if "masked_in_batch" in h), 0)
         return stats
 
-    return _run_stage(run, f"train.{name}", config, inputs, [out_dir / "final"], compute, force)
+    return run_stage(run, f"train.{name}", config, inputs, [out_dir / "final"], compute, force)
 
 
 def evaluate_model(
@@ -133,10 +149,11 @@ def evaluate_model(
 ) -> dict:
     """Rank ``split`` of a dataset with ``model`` (documents with ``doc_model`` when given, as for ADORE),
     score it, and write per-query values to ``out`` (Parquet) with the aggregate beside it (JSON)."""
-    from negmine.candidates import doc_texts
-    from negmine.dense import encode, load_model
-    from negmine.evaluate import PER_QUERY, dense_ranking, evaluate_ranking
     from negmine.ingest import ingest
+    from negmine.retrieve.candidates import doc_texts
+    from negmine.retrieve.encode import encode
+    from negmine.retrieve.models import load_model
+    from negmine.train.evaluate import PER_QUERY, dense_ranking, evaluate_ranking
 
     dataset = ingest(data_dir, "auto", split)
     query_model = load_model(model, max_seq_length)
@@ -153,7 +170,7 @@ def evaluate_model(
 
 
 def compare_results(a: str | Path, b: str | Path, metrics) -> list[dict]:
-    from negmine.evaluate import PER_QUERY, compare
+    from negmine.train.evaluate import PER_QUERY, compare
 
     ta, tb = read_table(a, PER_QUERY, "results"), read_table(b, PER_QUERY, "results")
     present = sorted(set(ta.column("measure").to_pylist()))

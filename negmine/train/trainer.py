@@ -26,7 +26,7 @@ cell. ``MaskedMultipleNegativesRankingLoss`` (and its GradCache variant
 
     L_i = −log( e^{s(q_i, d_i⁺)/τ} / Σ_{j ∉ M_i} e^{s(q_i, d_j)/τ} ),
 
-M_i from :func:`negmine.collisions.collision_mask`. The rows' ids reach the loss through the dataset's
+M_i from :func:`negmine.train.collisions.collision_mask`. The rows' ids reach the loss through the dataset's
 ``label`` column (the row index; sentence-transformers hands label columns to the loss as ``labels`` and
 its NoDuplicates sampler ignores them); the id columns themselves never reach the model as texts. Both
 classes are built on first use, so importing this module does not import torch.
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from negmine.errors import StageError
+from negmine.errors import BadInputError, StageError
 
 LOSSES = ("mnrl", "cached-mnrl")
 METHODS = ("mnrl", "star", "adore")
@@ -64,7 +64,7 @@ def training_examples(
     the ``random_negatives`` columns. Without a negatives table, only anchor and positive are returned
     (with query_id and pos_id).
     """
-    from negmine.candidates import doc_texts
+    from negmine.retrieve.candidates import doc_texts
     from negmine.sample.pool import rng_for
 
     query_text = dict(zip(queries.column("query_id").to_pylist(), queries.column("text").to_pylist()))
@@ -111,7 +111,7 @@ def _tas_balanced_sampler(cluster_of_row: list[int], anchor_of_row: list[str]):
     """
     import functools
 
-    from negmine._tas_sampler import TASBalancedBatchSampler
+    from negmine.train.tas_sampler import TASBalancedBatchSampler
 
     return functools.partial(TASBalancedBatchSampler, cluster_of_row=list(cluster_of_row), anchor_of_row=list(anchor_of_row))
 
@@ -132,7 +132,7 @@ def _masked_losses() -> dict[str, type]:
     from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss, MultipleNegativesRankingLoss
     from sentence_transformers.util import cos_sim
 
-    from negmine.collisions import collision_mask
+    from negmine.train.collisions import collision_mask
 
     class _Collisions:
         """Per-row ids of the training examples and the groups; turns a batch's ``labels`` (row indices)
@@ -197,7 +197,7 @@ def _masked_losses() -> dict[str, type]:
 
     classes = {cls.__name__: cls for cls in (MaskedMultipleNegativesRankingLoss, CachedMaskedMultipleNegativesRankingLoss)}
     for name, cls in classes.items():
-        cls.__qualname__ = name  # picklable as negmine.train.<name> (module __getattr__)
+        cls.__qualname__ = name  # picklable as negmine.train.trainer.<name> (module __getattr__)
     return classes
 
 
@@ -221,14 +221,14 @@ def train_bi_encoder(
     """Fine-tune with the sentence-transformers Trainer; saves the model to ``output_dir`` and returns
     (model, log_history).
 
-    With ``groups`` (query id → doc ids never to be its negative, :func:`negmine.collisions.positive_groups`)
+    With ``groups`` (query id → doc ids never to be its negative, :func:`negmine.train.collisions.positive_groups`)
     the loss is the masked one, reading the rows' ids from ``examples`` (query_id, pos_id, neg_id_k); the
     log history then ends with ``{"masked_in_batch": cells masked over the run, "step": ...}``.
     """
     if loss not in LOSSES:
-        raise StageError(f"unknown loss {loss!r}; choose from {sorted(LOSSES)}")
+        raise BadInputError("--loss", f"unknown value {loss!r}; choose from {sorted(LOSSES)}")
     if batching not in BATCHINGS:
-        raise StageError(f"unknown batching {batching!r}; choose from {sorted(BATCHINGS)}")
+        raise BadInputError("--batching", f"unknown value {batching!r}; choose from {sorted(BATCHINGS)}")
     import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -236,7 +236,7 @@ def train_bi_encoder(
     from sentence_transformers.base.sampler import BatchSamplers
     from transformers import set_seed
 
-    from negmine.dense import load_model
+    from negmine.retrieve.models import load_model
 
     set_seed(seed)
     model = load_model(model_name_or_path, max_seq_length, loader="sentence-transformers")  # trained: the full model
@@ -320,7 +320,7 @@ def train_adore(
     from tqdm.auto import tqdm
     from transformers import set_seed
 
-    from negmine.dense import load_model
+    from negmine.retrieve.models import load_model
 
     set_seed(seed)
     model = load_model(model_name_or_path, max_seq_length, loader="sentence-transformers")  # trained: the full model

@@ -11,7 +11,7 @@ torch.distributed.tensor): the SciFact mine's peak went from 807 to 632 MB (READ
 It computes what sentence-transformers computes, operation for operation, on the same batches:
 embeddings are byte-identical (tests/test_encoder.py compares the two). Anything else — other
 modules, lower-cased input, prompts excluded from pooling, custom code, encoder-decoder models — is
-left to sentence-transformers: :func:`plain_layout` returns None and :func:`negmine.dense.load_model`
+left to sentence-transformers: :func:`plain_layout` returns None and :func:`negmine.retrieve.models.load_model`
 falls back.
 """
 
@@ -127,7 +127,7 @@ def plain_layout(name_or_path: str) -> dict | None:
 
 def _backbone(name_or_path: str, layout: dict, dtype):
     """negmine's own BERT (negmine/bert.py) where the checkpoint is one it runs, else transformers' AutoModel."""
-    from negmine import bert
+    from negmine.retrieve import bert
 
     if bert.supported(layout["model_config"]):
         weights = layout["fetch"]("model.safetensors")
@@ -147,8 +147,8 @@ class PlainEncoder:
         import torch
         from transformers import AutoTokenizer
 
-        from negmine.bert import Bert
-        from negmine.dense import _default_device
+        from negmine.retrieve.bert import Bert
+        from negmine.retrieve.device import default_device
 
         self.auto_model = _backbone(str(name_or_path), layout, dtype)
         self.own_bert = isinstance(self.auto_model, Bert)
@@ -167,7 +167,7 @@ class PlainEncoder:
         self.tokenizer_kwargs: dict = {}
         if not self.own_bert:
             self.auto_model.eval()
-        self.device = torch.device(device or _default_device())
+        self.device = torch.device(device or default_device())
         self.auto_model.to(self.device)
 
     @property

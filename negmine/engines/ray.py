@@ -5,15 +5,15 @@ other run on a Ray cluster (Moritz et al., "Ray: A Distributed Framework for Eme
 Applications", OSDI 2018):
 
 - **encoding**: the corpus is cut into parts of ``chunk_size`` documents and the queries into
-  parts of ``query_batch``, exactly the chunks :func:`negmine.dense.embed_corpus` and
-  :func:`negmine.dense.dense_candidates` encode one call each; a pool of Ray actors, each
+  parts of ``query_batch``, exactly the chunks :func:`negmine.retrieve.embed.embed_corpus` and
+  :func:`negmine.retrieve.search.dense_candidates` encode one call each; a pool of Ray actors, each
   loading the sentence-transformers model once (one GPU per actor when the cluster has GPUs),
-  runs :func:`negmine.dense.encode` on them. The driver writes the embeddings into the run's
-  ``embeddings/corpus.npy`` with :func:`negmine.dense.write_embeddings`, the local engine's format,
+  runs :func:`negmine.retrieve.encode.encode` on them. The driver writes the embeddings into the run's
+  ``embeddings/corpus.npy`` with :func:`negmine.retrieve.embed.write_embeddings`, the local engine's format,
   so reruns and later stages reuse them whichever engine made them.
 - **search**: the corpus embeddings are split into shards of ``shard_size`` rows; one Ray task per
-  shard builds its own exact faiss index and returns each query batch's :func:`negmine.dense.top_k`;
-  the driver merges them with :func:`negmine.dense.merge_top_k` (score descending, then corpus
+  shard builds its own exact faiss index and returns each query batch's :func:`negmine.retrieve.search.top_k`;
+  the driver merges them with :func:`negmine.retrieve.search.merge_top_k` (score descending, then corpus
   row), which is what one index over the whole corpus returns.
 - **rescoring**: :class:`RayTeacher` runs the parts of :func:`negmine.rescore.plan_scores`
   (chunks of pairs for a cross-encoder, chunks of distinct texts for a bi-encoder) on a pool of
@@ -42,7 +42,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from negmine.dense import SHARD_SIZE  # corpus rows per faiss shard, as the local engine searches
+from negmine.retrieve.search import SHARD_SIZE
 from negmine.errors import NegmineError, StageError
 from negmine.io import LazyTable
 
@@ -92,7 +92,8 @@ class _ModelWorker:
 
     def load(self, what: str, spec: str, max_length: int | None, precision: str = "float32") -> int | None:
         if what == "encoder":
-            from negmine.dense import embedding_dim, load_model
+            from negmine.retrieve.encode import embedding_dim
+            from negmine.retrieve.models import load_model
 
             self.model = load_model(spec, max_length, precision=precision)
             return embedding_dim(self.model)
@@ -102,7 +103,7 @@ class _ModelWorker:
         return None
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        from negmine.dense import encode
+        from negmine.retrieve.encode import encode
 
         return encode(self.model, texts, batch_size)
 
@@ -203,7 +204,7 @@ class RayTeacher:
 
 def encoder_pool(model: str, max_seq_length: int | None = 256, address: str | None = None, max_actors: int | None = None, precision: str = "float32") -> ModelPool:
     """Bi-encoder actors for :func:`embed_corpus` and :func:`dense_candidates` (nothing starts until used)."""
-    from negmine.dense import check_model
+    from negmine.retrieve.models import check_model
 
     check_model(model)  # a missing model path fails here, before any actor starts
     return ModelPool("encoder", model, max_seq_length, address, max_actors, precision)
@@ -220,7 +221,7 @@ def embed_corpus(
     parts_dir=None,
     resumed: dict | None = None,
 ) -> np.ndarray:
-    """:func:`negmine.dense.embed_corpus` with each chunk encoded on a Ray actor; same file, same bytes.
+    """:func:`negmine.retrieve.embed.embed_corpus` with each chunk encoded on a Ray actor; same file, same bytes.
 
     ``parts_dir`` and ``resumed`` as there: the driver keeps each finished chunk in ``parts_dir`` and
     reads those already there instead of sending them out again, so an interrupted encode resumes (from
@@ -228,8 +229,8 @@ def embed_corpus(
     :class:`~negmine.io.LazyTable`) a chunk at a time as actors become free: it holds the texts of the
     chunks in flight, not the corpus's.
     """
-    from negmine.candidates import doc_texts
-    from negmine.dense import corpus_slices, write_embeddings
+    from negmine.retrieve.candidates import doc_texts
+    from negmine.retrieve.embed import corpus_slices, write_embeddings
 
     texts = (doc_texts(chunk) for chunk in corpus_slices(corpus, chunk_size))
     sizes = [min(chunk_size, len(corpus) - start) for start in range(0, len(corpus), chunk_size)]  # each chunk's rows
@@ -251,7 +252,7 @@ def _resumable_blocks(encoders: ModelPool, texts: Iterator[list[str]], sizes: li
     """(the blocks in corpus order, their width): kept chunks read from ``parts_dir``, the others (``texts``
     gives every chunk's, in order; ``sizes`` their lengths) encoded on the actors and kept there (each
     written atomically) as they arrive."""
-    from negmine.dense import DTYPES, kept_part, save_part
+    from negmine.retrieve.embed import DTYPES, kept_part, save_part
 
     kept = {i: block.shape for i, block in ((i, kept_part(parts_dir, i, rows, mmap=True)) for i, rows in enumerate(sizes)) if block is not None}
     resumed["documents"] = sum(shape[0] for shape in kept.values())
@@ -275,7 +276,7 @@ def _search_shard(shard: np.ndarray, offset: int, k: int, threads: int, *query_b
     """One shard's exact index and each query batch's top-k (rows numbered in the whole corpus)."""
     import faiss
 
-    from negmine.dense import shard_searcher, top_k
+    from negmine.retrieve.search import shard_searcher, top_k
 
     faiss.omp_set_num_threads(threads)
     index = shard_searcher(shard)
@@ -295,9 +296,10 @@ def dense_candidates(
     progress: Callable[[int], None] | None = None,
     shard_size: int | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """:func:`negmine.dense.dense_candidates` with query batches encoded on Ray actors and the search
+    """:func:`negmine.retrieve.search.dense_candidates` with query batches encoded on Ray actors and the search
     sharded over Ray tasks of one CPU each (``shard_size`` corpus rows, ``threads`` faiss threads); same tables."""
-    from negmine.dense import check_embeddings, chunks, dense_tables, drop_mapped_pages, merge_top_k, ranked_hits
+    from negmine.retrieve.search import check_embeddings, dense_tables, drop_mapped_pages, merge_top_k, ranked_hits
+    from negmine.retrieve.encode import chunks
 
     check_embeddings(corpus, corpus_embeddings)
     shard_size = shard_size or SHARD_SIZE

@@ -19,9 +19,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from negmine.candidates import candidates_table, doc_texts, positive_scores_table
-from negmine.errors import StageError
+from negmine.errors import BadInputError, StageError
 from negmine.io import LazyTable, read_table, table_slices
+from negmine.retrieve.candidates import (
+    candidates_table,
+    doc_texts,
+    positive_scores_table,
+)
 
 BACKENDS = ("pyserini", "bm25s")
 
@@ -60,7 +64,7 @@ def _anserini(*names: str) -> list:
     pyserini's dense retrievers too (torch, transformers, faiss: 530 MB resident before the first
     document is indexed).
     """
-    from negmine._java import ensure_jvm
+    from negmine.retrieve.java import ensure_jvm
 
     ensure_jvm()
     from jnius import autoclass
@@ -189,7 +193,7 @@ def bm25_candidates(
     """
     timings = {} if timings is None else timings
     if backend not in BACKENDS:
-        raise StageError(f"unknown BM25 backend {backend!r}; choose from {sorted(BACKENDS)}")
+        raise BadInputError("--backend", f"unknown value {backend!r}; choose from {sorted(BACKENDS)}")
     if k < 1:
         raise StageError(f"k must be at least 1, got {k}")
     if backend == "pyserini":

@@ -31,11 +31,12 @@ def parse_metrics(names) -> list:
 
 def dense_ranking(model, corpus: pa.Table, queries: pa.Table, k: int = 100, batch_size: int = 64, corpus_embeddings: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """Top-``k`` documents per query by cosine similarity (exact faiss search): {query_id: {doc_id: score}}."""
-    from negmine.candidates import doc_texts
-    from negmine.dense import _flat_index, encode
+    from negmine.retrieve.candidates import doc_texts
+    from negmine.retrieve.search import flat_index
+    from negmine.retrieve.encode import encode
 
     emb = corpus_embeddings if corpus_embeddings is not None else encode(model, doc_texts(corpus), batch_size)
-    index = _flat_index(emb)
+    index = flat_index(emb)
     q_emb = encode(model, queries.column("text").to_pylist(), batch_size)
     scores, rows = index.search(q_emb, min(k, corpus.num_rows))
     ids = corpus.column("doc_id").to_pylist()

@@ -9,9 +9,23 @@ from pathlib import Path
 
 from negmine.errors import BadInputError, StageError
 from negmine.io import atomic_path, read_table, write_table
-from negmine.run import Run
-from negmine.schemas import CANDIDATES, CORPUS, DUPLICATES, FN_SCORES, POSITIVE_SCORES, QRELS
-from negmine.stages import SOURCES, StageResult, _inputs, _run_stage, _unless_default, table_path
+from negmine.rundir import Run
+from negmine.runners.base import (
+    SOURCES,
+    StageResult,
+    run_stage,
+    table_path,
+    table_paths,
+    unless_default,
+)
+from negmine.schemas import (
+    CANDIDATES,
+    CORPUS,
+    DUPLICATES,
+    FN_SCORES,
+    POSITIVE_SCORES,
+    QRELS,
+)
 
 DUPLICATE_THRESHOLD = 0.8  # word-shingle Jaccard at or above which two texts are near duplicates
 OTHER_SOURCE = {"dense": "bm25", "bm25": "dense"}  # whose ranks give the agreement signal
@@ -21,11 +35,11 @@ def duplicates_stage(run: Run, threshold: float = DUPLICATE_THRESHOLD, force: bo
     """Documents whose text duplicates a labelled positive's → duplicates.parquet (negmine.duplicates)."""
     if not 0.0 < threshold <= 1.0:
         raise BadInputError("--dup-threshold", f"must lie in (0, 1], got {threshold}", field="dup_threshold")
-    inputs = _inputs(run, "corpus", "qrels")
+    inputs = table_paths(run, "corpus", "qrels")
     for path in inputs:
         if not path.exists():
             raise StageError(f"{path}: missing; run `negmine ingest --run {run.path}` first")
-    outputs = _inputs(run, "duplicates")
+    outputs = table_paths(run, "duplicates")
     config = {"threshold": threshold}
 
     def compute():
@@ -37,11 +51,11 @@ def duplicates_stage(run: Run, threshold: float = DUPLICATE_THRESHOLD, force: bo
         write_table(table, outputs[0], DUPLICATES)
         return stats
 
-    return _run_stage(run, "duplicates", config, inputs, outputs, compute, force)
+    return run_stage(run, "duplicates", config, inputs, outputs, compute, force)
 
 
 def _optional(run: Run, *names: str) -> list[Path]:
-    paths = _inputs(run, *names)
+    paths = table_paths(run, *names)
     return paths if all(p.exists() for p in paths) else []
 
 
@@ -58,15 +72,15 @@ def fn_scores_stage(run: Run, source: str = "dense", method: str = "pu", labels:
     from negmine.fn_model import FIT_METHODS
 
     if source not in SOURCES:
-        raise BadInputError("--source", f"unknown candidate source {source!r}; choose from {sorted(SOURCES)}", field="source")
+        raise BadInputError("--source", f"unknown value {source!r}; choose from {sorted(SOURCES)}")
     if labels is not None:
         method = "labels"
     if method not in FIT_METHODS:
         raise BadInputError("--fn-model", f"unknown false-negative model {method!r}; choose from {sorted(FIT_METHODS)}", field="fn_model")
-    base, teacher, other, duplicates = _signal_inputs(run, source)
+    base, teacher, other, duplicates = signal_inputs(run, source)
     inputs = base + teacher + other + duplicates + ([Path(labels)] if labels is not None else [])
     outputs = [table_path(run, f"fn_scores_{source}"), run.file(f"fn_model_{source}.json")]
-    config = {"source": source, "method": method, "seed": seed} | _unless_default(labels=(str(labels) if labels else None, None))
+    config = {"source": source, "method": method, "seed": seed} | unless_default(labels=(str(labels) if labels else None, None))
 
     def compute():
         import pyarrow.parquet as pq
@@ -87,12 +101,12 @@ def fn_scores_stage(run: Run, source: str = "dense", method: str = "pu", labels:
         return {"method": method, "signals": features.names, "candidates": scores.num_rows, **model.stats,
                 "above_0.5": int((probs > 0.5).sum()), "duplicates_of_own_positive": int(features.duplicate.sum())}
 
-    return _run_stage(run, f"fn-scores.{source}", config, inputs, outputs, compute, force)
+    return run_stage(run, f"fn-scores.{source}", config, inputs, outputs, compute, force)
 
 
-def _signal_inputs(run: Run, source: str) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
+def signal_inputs(run: Run, source: str) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
     """(base tables, teacher tables, other retriever's tables, duplicates) of ``source`` that the run holds."""
-    base = _inputs(run, f"candidates_{source}", f"positive_scores_{source}", "qrels", "corpus")
+    base = table_paths(run, f"candidates_{source}", f"positive_scores_{source}", "qrels", "corpus")
     for path in base[:2]:
         if not path.exists():
             raise StageError(f"{path}: missing; run `negmine {source} --run {run.path}` first")
@@ -107,7 +121,7 @@ def signals(run: Run, source: str):
     from negmine import fn_model
     from negmine.schemas import SCORED_CANDIDATES, SCORED_POSITIVES
 
-    base, teacher, other, duplicates = _signal_inputs(run, source)
+    base, teacher, other, duplicates = signal_inputs(run, source)
     positives = read_table(base[1], POSITIVE_SCORES, "positive_scores")
     extra = {}
     if teacher:
