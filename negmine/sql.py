@@ -52,6 +52,6 @@ def query_arrow(run_dir: str | Path, sql: str):
 
     con = connect(run_dir)
     try:
-        return con.execute(sql).fetch_arrow_table()
+        return con.sql(sql).to_arrow_table()
     except duckdb.Error as exc:
         raise BadInputError("<sql>", str(exc).splitlines()[0], field="query") from None

@@ -191,13 +191,10 @@ def test_mine_tas_balanced_chains_cluster_and_sample_random_reads_the_corpus(tmp
     import json
 
     import pyarrow.parquet as pq
-    from typer.testing import CliRunner
 
-    from conftest import SAMPLE
-    from negmine.cli import app
+    from conftest import SAMPLE, invoke
 
     run = tmp_path / "tas"
-    invoke = lambda *args: CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)  # noqa: E731
     result = invoke("mine", "--data", SAMPLE, "--out", run, "--strategy", "tas-balanced", "--model", model_path, "--max-seq-length", 64, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)

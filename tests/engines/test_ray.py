@@ -285,8 +285,8 @@ def test_cli_engine_options(tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(SAMPLE, tmp_path / "data")
     result = runner.invoke(app, ["mine", "--data", str(tmp_path / "data"), "--out", str(run_dir), "--engine", "spark"])
-    assert result.exit_code == 1
-    assert "unknown engine 'spark'; choose from ['local', 'ray']" in result.stderr
+    assert result.exit_code == 2
+    assert "--engine: unknown value 'spark'; choose from ['local', 'ray']" in result.stderr
     assert not run_dir.joinpath("candidates_dense.parquet").exists()
     result = runner.invoke(app, ["mine", "--data", str(tmp_path / "data"), "--out", str(run_dir), "--engine", "ray", "--ray-actors", "0"])
     assert result.exit_code == 2 and "--ray-actors" in result.stderr

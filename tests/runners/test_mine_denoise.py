@@ -3,17 +3,12 @@
 import json
 
 import pyarrow.parquet as pq
-from typer.testing import CliRunner
-
-from negmine.cli import app
-
-from conftest import SAMPLE
-
-runner = CliRunner()
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+from conftest import SAMPLE, invoke
+
+
+
 
 
 def test_mine_denoise_with_a_bi_encoder_teacher(tmp_path, model_path):
@@ -51,8 +46,8 @@ def test_mine_denoise_with_a_bi_encoder_teacher(tmp_path, model_path):
 def test_mine_denoise_without_a_teacher_names_the_fix(tmp_path):
     run = tmp_path / "r"
     result = invoke("mine", "--data", SAMPLE, "--out", run, "--strategy", "denoise", "--source", "bm25", "--bm25-backend", "bm25s")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.stderr.replace("\n", "") == (
-        "error: strategy 'denoise' needs a teacher; pass --teacher cross-encoder:NAME_OR_PATH (or bi-encoder:NAME_OR_PATH)"
+        "error: --teacher: strategy 'denoise' needs a teacher; pass --teacher cross-encoder:NAME_OR_PATH (or bi-encoder:NAME_OR_PATH)"
     )
     assert not list(run.glob("*.parquet"))  # refused before any stage ran

@@ -13,7 +13,7 @@ from negmine.cli import app
 from negmine.retrieve.device import check_precision
 from negmine.retrieve.encode import encode
 from negmine.retrieve.models import load_model
-from negmine.errors import StageError
+from negmine.errors import BadInputError
 from negmine.rundir import Run
 from negmine.runners.dense import dense_stage, embed_stage
 from negmine.runners.ingest import ingest_stage
@@ -43,9 +43,9 @@ def test_bfloat16_embeddings_are_unit_float32_and_close_to_float32(model_path):
 
 
 def test_unknown_or_unsupported_precision_is_refused():
-    with pytest.raises(StageError, match="unknown precision 'int4'"):
+    with pytest.raises(BadInputError, match=r"--precision: unknown value 'int4'"):
         check_precision("int4")
-    with pytest.raises(StageError, match="float16 needs a GPU"):
+    with pytest.raises(BadInputError, match="float16 needs a GPU"):
         check_precision("float16", "cpu")
     assert check_precision("float16", "cuda") == "float16"
 
@@ -53,7 +53,7 @@ def test_unknown_or_unsupported_precision_is_refused():
 def test_precision_is_part_of_the_embed_cache_key(tmp_path, model_path):
     run = Run.open(tmp_path / "run")
     ingest_stage(run, SAMPLE)
-    first = embed_stage(run, model_path, max_seq_length=64)
+    first = embed_stage(run, model_path, max_seq_length=64, precision="float32")
     assert "precision" not in run.manifest["stages"]["embed"]["config"]  # float32 runs recorded before the option stay fresh
     full = run.file("embeddings/corpus.npy").read_bytes()
     assert first.entry["stats"]["precision"] == "float32"
@@ -71,8 +71,8 @@ def test_precision_is_part_of_the_embed_cache_key(tmp_path, model_path):
 def test_cli_rejects_an_unknown_precision_before_any_stage(tmp_path, model_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["mine", "--data", str(SAMPLE), "--out", str(out), "--model", model_path, "--precision", "fp8", "--json"])
-    assert result.exit_code == 1
-    assert "unknown precision 'fp8'" in result.output
+    assert result.exit_code == 2
+    assert "--precision: unknown value 'fp8'" in result.output
     assert not (out / "corpus.parquet").exists()
     manifest = out / "manifest.json"
     assert not manifest.exists() or not json.loads(manifest.read_text()).get("stages")
@@ -92,7 +92,7 @@ def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(monkeypatch):
     assert dense.resolve_precision("auto", "cuda") == "bfloat16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert dense.resolve_precision("auto", "cuda:1") == "float16"
-    with pytest.raises(StageError, match="unknown precision 'fp8'"):
+    with pytest.raises(BadInputError, match="--precision: unknown value 'fp8'"):
         dense.resolve_precision("fp8")
 
 

@@ -6,7 +6,6 @@ import re
 
 import pyarrow as pa
 import pytest
-from typer.testing import CliRunner
 
 from negmine.cli import app
 from negmine.io import write_table
@@ -14,9 +13,8 @@ from negmine.rundir import Run
 from negmine.sample import strategy_params
 from negmine.schemas import CANDIDATES, CLUSTERS, CORPUS, POSITIVE_SCORES, QRELS, QUERIES, SCORED_CANDIDATES, SCORED_POSITIVES
 
-from conftest import SAMPLE
+from conftest import SAMPLE, invoke
 
-runner = CliRunner()
 
 # option → (strategy, parameter) it sets
 FLAGS = {
@@ -39,8 +37,6 @@ FLAGS = {
 }
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def _options(command_name):
@@ -119,8 +115,8 @@ def test_param_still_overrides_and_a_flag_of_another_strategy_is_refused(tmp_pat
     assert result.exit_code == 0, result.output
     assert json.loads((run / "manifest.json").read_text())["stages"]["sample.curriculum"]["config"]["params"] == {"n_stages": 3}
     result = invoke("sample", "--run", run, "--strategy", "topk", "--n-bins", 3)
-    assert result.exit_code == 1
-    assert result.stderr.replace("\n", "") == "error: strategy 'topk' has no parameter(s) ['n_bins']; it takes []"
+    assert result.exit_code == 2
+    assert result.stderr.replace("\n", "") == "error: --param: strategy 'topk' has no parameter 'n_bins'; its parameters are []"
 
 
 def test_mine_passes_the_flags(tmp_path):

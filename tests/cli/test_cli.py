@@ -5,17 +5,13 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
 from negmine.cli import app
 
-from conftest import SAMPLE
-
-runner = CliRunner()
+from conftest import SAMPLE, invoke
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from negmine.rundir import Run
 from negmine.sample import sample_negatives
 from negmine.sample.denoise import likely_false_negatives
 from negmine.sample.pool import rng_for
-from negmine.schemas import CANDIDATES, CORPUS, POSITIVE_SCORES, QRELS, QUERIES, SCORED_CANDIDATES, SCORED_POSITIVES
+from negmine.schemas import CANDIDATES, POSITIVE_SCORES, QRELS, QUERIES, SCORED_CANDIDATES, SCORED_POSITIVES
 from negmine.runners.sample import sample_stage
 
 # ranks 1..55 for query q; rank 3 ("d3") is the labelled positive.

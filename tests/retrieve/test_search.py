@@ -83,7 +83,7 @@ def test_dense_stage_reports_recall_against_flat(tmp_path, model_path):
     assert back.exit_code == 0 and not json.loads(back.stdout)["dense"]["skipped"]
     assert (run / "candidates_dense.parquet").read_bytes() == flat_candidates
     refused = runner.invoke(app, ["dense", "--run", str(run), *common, "--index", "ivf", "--engine", "ray"])
-    assert refused.exit_code == 1 and "runs on the local engine" in " ".join(refused.stderr.split())
+    assert refused.exit_code == 2 and "runs on the local engine" in " ".join(refused.stderr.split())
 
 
 def _mapped_kb(path) -> int:

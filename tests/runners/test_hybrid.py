@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from negmine.cli import app
-from negmine.errors import StageError
+from negmine.errors import BadInputError, StageError
 from negmine.retrieve.fusion import fuse_positive_scores, rrf_fuse, union_fuse
 from negmine.io import write_table
 from negmine.rundir import Run
@@ -108,7 +108,7 @@ def test_hybrid_stage_union_and_errors(tmp_path):
     run = _run_with_pools(tmp_path)
     hybrid_stage(run, fusion="union")
     assert pq.read_table(run.file("candidates_hybrid.parquet")).column("doc_id").to_pylist() == ["w", "x", "a", "y", "z"]
-    with pytest.raises(StageError, match=r"^unknown fusion 'max'; choose from \['rrf', 'union'\]$"):
+    with pytest.raises(BadInputError, match=r"^--fusion: unknown value 'max'; choose from \['rrf', 'union'\]$"):
         hybrid_stage(run, fusion="max")
     run.file("candidates_dense.parquet").unlink()
     with pytest.raises(StageError) as info:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from negmine.errors import StageError
+from negmine.errors import BadInputError, StageError
 from negmine.sample import STRATEGIES, sample_negatives, sample_pools, strategy_params
 from negmine.sample.pool import QueryPool, attach_teacher_scores, build_pools
 from negmine.sample.simans import simans_negatives, simans_weights
@@ -151,7 +151,7 @@ def test_seed_changes_sample_and_order_of_queries_does_not():
 
 
 def test_unknown_strategy_and_parameter_errors_name_the_choices():
-    with pytest.raises(StageError, match=r"unknown strategy 'nope'; choose from \['curriculum', 'denoise', 'positive-aware', 'random', 'range', 'simans', 'star', 'tas-balanced', 'topk'\]"):
+    with pytest.raises(BadInputError, match=r"--strategy: unknown value 'nope'; choose from \['curriculum', 'denoise', 'positive-aware', 'random', 'range', 'simans', 'star', 'tas-balanced', 'topk'\]"):
         strategy_params("nope")
     with pytest.raises(StageError, match=r"strategy 'topk' has no parameter\(s\) \['a'\]; it takes \[\]"):
         sample_pools([], "topk", a=1.0)
