@@ -26,7 +26,9 @@ def test_the_readme_example_runs_as_written(tmp_path, model_path, monkeypatch):
 
     r = nm.mine("sample_data", "runs/x", model=model_path)
     head = r.polars("negatives_simans").head().collect()
+    counts = nm.open_run("runs/x").sql("SELECT strategy, count(*) FROM negatives GROUP BY ALL")
     assert head.height == 5 and {"query_id", "pos_id", "neg_id"} <= set(head.columns)
+    assert counts.to_pylist() == [{"strategy": "simans", "count_star()": r.table("negatives_simans").num_rows}]
 
 
 def test_mine_returns_the_run_and_what_each_stage_did(mined):
