@@ -170,10 +170,9 @@ malloc_trim = _malloc_trim()
 def release_unused_memory() -> None:
     """Memory freed but kept by Arrow's allocator (mimalloc/jemalloc) and by glibc goes back to the OS.
 
-    Arrow keeps what a Parquet read decoded through (a 1,000,000-document corpus table of 443 MB left
-    1,028 MB resident after reading, 588 after this) and what a finished stage freed (ingesting that
-    corpus left 793 MB, 128 after this); the next stage then starts from what it holds, not from the
-    previous one's high-water mark.
+    Arrow's allocator keeps, for reuse, the buffers a Parquet read decoded through and what a finished
+    stage freed, so the process stays at its high-water mark; once they are released the next stage
+    starts from what it holds, not from the previous one's high-water mark.
     """
     pa.default_memory_pool().release_unused()
     malloc_trim()
@@ -235,8 +234,8 @@ class LazyTable:
     holds, checked the same way (a bad row fails when its slice is read, naming its row in the file).
 
     A stage that streams over a table (the embed stage over the corpus) holds one slice of it, not the
-    table: reading a 1,000,000-document corpus this way peaked at 118 MB resident, against 1,032 MB for
-    the whole table (the file's single row group is read through a 1 MB buffer, page by page).
+    table: the file is read through a 1 MB buffer, page by page, so even a file of a single row group is
+    never decoded whole (bench/scale.py reports the embed stage's peak RSS).
     """
 
     def __init__(self, path: str | os.PathLike, schema: pa.Schema, what: str | None = None):

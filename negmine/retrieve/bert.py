@@ -1,8 +1,8 @@
 """BERT's encoder forward pass in plain torch, for inference.
 
 Most retrieval bi-encoders are BERT (all-MiniLM, bge-*-en-v1.5, e5-*-v2, gte-small/base,
-arctic-embed-s/m, msmarco-MiniLM …). transformers' own BertModel brings ~150 MB of imports with it
-(torch._dynamo, sympy, torch.distributed.tensor) that an encoder in inference does not use; this
+arctic-embed-s/m, msmarco-MiniLM …). transformers' own BertModel brings imports with it that stay
+resident (torch._dynamo, sympy, torch.distributed.tensor) and that an encoder in inference does not use; this
 module computes the same operations in the same order — embeddings, then per layer the
 scaled-dot-product attention with a boolean padding mask, the output projection and LayerNorm, the
 GELU feed-forward and LayerNorm — from the same safetensors weights, and gives byte-identical hidden

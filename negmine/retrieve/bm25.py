@@ -61,8 +61,8 @@ def _anserini(*names: str) -> list:
 
     negmine calls the classes that pyserini's LuceneIndexer, LuceneSearcher and LuceneIndexReader wrap
     (the same calls with the same arguments) rather than those wrappers: importing them imports
-    pyserini's dense retrievers too (torch, transformers, faiss: 530 MB resident before the first
-    document is indexed).
+    pyserini's dense retrievers too (torch, transformers, faiss), whose modules would stay resident in
+    the process before the first document is indexed.
     """
     from negmine.retrieve.java import ensure_jvm
 

@@ -7,9 +7,11 @@ from pathlib import Path
 from negmine.errors import BadInputError
 
 # The encoder's weights and activations while encoding (``--precision``); embeddings are normalised
-# in float32 whatever the precision. bfloat16 encoded 1.75x faster on a CPU with AVX512-BF16
-# (bench/encode_efficiency.py), embeddings within cosine 1e-4 of float32's (README, performance);
-# float16 is for GPUs. "auto" (the CLI's default) is :func:`resolve_precision`'s choice for the device.
+# in float32 whatever the precision. bfloat16 is faster on a CPU that multiplies it in hardware
+# (AVX512-BF16 or AMX, :func:`native_bfloat16`) and slower where torch emulates it; its embeddings differ
+# from float32's only by rounding. bench/encode_efficiency.py --precision bfloat16 measures the speed and the
+# embeddings' difference, bench/precision_quality.py the retrieval quality; float16 is for GPUs.
+# "auto" (the CLI's default) is :func:`resolve_precision`'s choice for the device.
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 

@@ -7,10 +7,10 @@ import numpy as np
 from negmine.errors import StageError
 from negmine.io import malloc_trim
 
-# On CPU a batch of 64 × 256 tokens is slower than four of 16 × 256 and holds four times the
-# activations (attention alone: batch × heads × length² floats): corpus batches are capped at this
-# many padded tokens there (bench/encode_efficiency.py and the README's performance section).
-# 2,048 (8 × 256) encodes as fast as 4,096 and peaks lower (bench/encode_memory.py: 764 vs 876 MB with malloc_trim).
+# On CPU a larger batch does not encode faster once its matrix multiplies keep the cores busy, but its
+# activations grow with it (attention alone: batch × heads × length² floats): corpus batches are capped at this
+# many padded tokens there, 8 texts of 256 tokens. bench/encode_memory.py measures peak RSS and speed for each
+# budget, bench/encode_efficiency.py the throughput against a bare torch forward pass.
 CPU_BATCH_TOKENS = 2048
 
 

@@ -6,7 +6,8 @@ transformer — negmine's own BERT forward pass (negmine/bert.py) where the chec
 transformers' AutoModel otherwise — with transformers' tokenizer, and applies the pooling and
 normalisation itself. An encoding process then imports neither sentence-transformers (datasets, pandas,
 scipy, scikit-learn come with it) nor transformers' modelling code (torch._dynamo, sympy,
-torch.distributed.tensor): the SciFact mine's peak went from 807 to 632 MB (README, performance).
+torch.distributed.tensor), whose modules would otherwise stay resident for the whole encode
+(bench/vs_sentence_transformers.py reports the peak RSS of a mine).
 
 It computes what sentence-transformers computes, operation for operation, on the same batches:
 embeddings are byte-identical (tests/test_encoder.py compares the two). Anything else — other

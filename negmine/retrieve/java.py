@@ -6,10 +6,11 @@ names another JDK), drops the JVM option ``--add-modules=jdk.incubator.vector`` 
 lacks that module, and gives pyserini's OpenAI client (built at import) a placeholder key.
 
 The JVM runs the serial garbage collector unless the JVM options (``jnius_config``, or the
-``JAVA_TOOL_OPTIONS`` environment variable) choose one: with G1, the JVM's choice on two or more
-cores, searching 1,000 queries over 10,000 documents grew the heap to 0.7–1.1 GB for 65–130 MB of
-live objects (the BM25 stage's work peaked at 891–1,098 MB; 471–475 MB with the serial collector, at
-the same speed).
+``JAVA_TOOL_OPTIONS`` environment variable) choose one: G1, the JVM's choice on two or more cores,
+sizes its heap for short pauses rather than a small footprint, so the heap grows far beyond the live
+objects of a BM25 search; the serial collector keeps the heap close to them without slowing the
+search. bench/scale.py --source bm25 reports the BM25 stage's peak RSS (set
+``JAVA_TOOL_OPTIONS=-XX:+UseG1GC`` to compare the two collectors).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def flat_index(embeddings: np.ndarray, chunk_size: int = 65536):
 class ExactSearch:
     """Exact inner-product search over one block of rows, held as float32: ``faiss.knn`` on the block
     itself — the function an ``IndexFlatIP``'s search runs, so the same scores and rows as that index
-    (tested) — without the index's own copy of the rows (96 MB for a shard of 65,536 × 384)."""
+    (tested) — without the index's own copy of the rows (a second float32 copy of the block)."""
 
     def __init__(self, embeddings: np.ndarray):
         self.vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -86,8 +86,8 @@ def drop_mapped_pages(array: np.ndarray) -> None:
 
 def embedding_rows(embeddings: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``embeddings[rows]`` as float32. From a memory-mapped ``.npy`` the rows are read from the file one by
-    one (``pread``): indexing the map instead faults in the pages around each row, and a thousand rows
-    scattered over a 1,000,000 × 384 float16 file left 300 MB of it resident. Where the rows are a good
+    one (``pread``): indexing the map instead faults in the pages around each row (the kernel reads ahead),
+    so rows scattered over a large file leave much of it resident. Where the rows are a good
     share of the file (one in 64 or more: each of its pages is read anyway) the map is indexed, then its
     pages dropped (:func:`drop_mapped_pages`)."""
     rows = np.asarray(rows, dtype=np.int64)
@@ -210,7 +210,7 @@ def merge_top_k(shards: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np
 def ranked_hits(scores: np.ndarray, rows: np.ndarray, ids: "pa.Array | pa.ChunkedArray") -> list[list[tuple[str, float]]]:
     """Per query, its (doc_id, score) best first (faiss's -1 rows, "no result", dropped); ``ids`` is the
     corpus's doc_id column, of which only the rows found become Python strings (a list of every id
-    would cost ~60 MB per million documents)."""
+    would hold a Python string object for every document of the corpus)."""
     found = rows >= 0
     names = iter(ids.take(pa.array(rows[found])).to_pylist())
     return [[(next(names), float(s)) for ok, s in zip(row_ok, row_s) if ok] for row_ok, row_s in zip(found, scores)]
@@ -224,10 +224,10 @@ def check_embeddings(corpus: pa.Table, corpus_embeddings: np.ndarray) -> None:
 
 
 # Corpus rows per exact-search shard: a multiple of faiss's 1,024-row BLAS block, so every score is
-# computed by the same BLAS call as in one index over the whole corpus (same floats); 65,536 rows of
-# 384 dimensions are a 96 MB float32 index, whatever the corpus size. On a 1M × 384 corpus and 1,000
-# queries, shards of 32,768 / 65,536 / 131,072 / 262,144 rows searched in about the same time
-# (14–16 s, the stage's run-to-run spread) and peaked at 677 / 668 / 837 / 1,018 MB.
+# computed by the same BLAS call as in one index over the whole corpus (same floats). A shard is a float32
+# copy of 65,536 × dimensions × 4 bytes, whatever the corpus size. Exact search scores every query against
+# every row whatever the shard size, so the size barely changes the search time, while larger shards raise
+# the stage's peak memory by their float32 copy (bench/scale.py reports the dense stage's time and peak RSS).
 SHARD_SIZE = 1 << 16
 
 

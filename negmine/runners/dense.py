@@ -108,8 +108,8 @@ def dense_stage(run: Run, model: str = DEFAULT_MODEL, k: int = 100, max_seq_leng
                 index: str = "flat", nprobe: int = 16, ef_search: int = 128, precision: str = "auto", ray_actors: int | None = None) -> list[StageResult]:
     """Embed the corpus (cached) and search; returns the embed and dense stage results.
 
-    ``precision`` is the encoder's (negmine.retrieve.device.PRECISIONS): float32, or bfloat16 (about 1.75x faster
-    on CPUs with AVX512-BF16/AMX), float16 on a GPU; corpus and queries are encoded alike.
+    ``precision`` is the encoder's (negmine.retrieve.device.PRECISIONS): float32, or bfloat16 (faster on CPUs
+    that compute it in hardware, AVX512-BF16/AMX; bench/encode_efficiency.py measures it), float16 on a GPU; corpus and queries are encoded alike.
 
     ``index`` ``ivf`` or ``hnsw`` searches approximately (negmine.retrieve.search.build_index; ``nprobe`` and
     ``ef_search`` trade recall for speed) and the stage reports its recall against exact search.
