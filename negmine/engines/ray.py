@@ -69,11 +69,14 @@ def connect(address: str | None = None) -> None:
     ray = _ray()
     if ray.is_initialized():
         return
+    from negmine.engines.signals import handlers_kept
+
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address and "://" in address:  # Ray Client (ray://head:10001) takes no local-cluster options
-        ray.init(address=address)
-    else:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    with handlers_kept():  # a JVM in this process (pyserini's BM25) keeps its crash-signal handlers
+        if address and "://" in address:  # Ray Client (ray://head:10001) takes no local-cluster options
+            ray.init(address=address)
+        else:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
 
 
 @contextlib.contextmanager

@@ -45,9 +45,13 @@ OUTPUTS = [
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # a fresh local cluster
+    from negmine.engines.signals import handlers_kept
+
+    with handlers_kept():  # the JVM other tests started in this process keeps its signal handlers
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # a fresh local cluster
     yield
-    ray.shutdown()
+    with handlers_kept():
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
