@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from negmine.errors import NegmineError
+from negmine.names import check_name
 
 app = typer.Typer(
     name="negmine",
@@ -412,6 +413,7 @@ def estimate_fn(
     """Estimate the false-negative rate of every negatives_*.parquet (teacher, extra qrels, hand audit); writes fn_report.parquet/json."""
     from negmine.stages import estimate_fn_stage
 
+    _guarded(lambda: check_name(source, "--source"))
     results = _with_run(
         run_dir, lambda run: estimate_fn_stage(run, source, threshold, qrels_full, audit, audit_labels, seed, n_boot, force), as_json, "estimate-fn"
     )
@@ -483,6 +485,7 @@ def train(
     """Fine-tune a bi-encoder on the mined negatives (sentence-transformers Trainer; ADORE for --method adore)."""
     from negmine.training_stages import train_stage
 
+    _guarded(lambda: [check_name(value, option) for value, option in ((name, "--name"), (strategy, "--strategy"), (fn_source, "--fn-source"))])
     chosen = None if strategy == "none" else strategy
     masking = {"mask_collisions": mask_collisions, "fn_source": fn_source, "mask_fn_above": mask_fn_above}
     _with_run(
@@ -588,6 +591,7 @@ def export(
     from negmine.export import export_run
 
     def go():
+        check_name(strategy, "--strategy")
         stats = export_run(run_dir, strategy, fmt, out, layout, num_negatives, group_ids)
         if as_json and out != "-":
             sys.stdout.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")

@@ -49,6 +49,7 @@ from typing import Callable
 import pyarrow as pa
 
 from negmine.errors import BadInputError
+from negmine.names import check_name
 
 ST_LAYOUTS = ("n-tuple", "triplet", "labeled-pair")
 
@@ -268,6 +269,7 @@ def export_run(
     if fmt != "sentence-transformers" and (layout != "n-tuple" or num_negatives is not None):
         raise BadInputError("--layout", f"--layout and --num-negatives apply to --format sentence-transformers only, not {fmt!r}")
     run_dir = Path(run_dir)
+    check_name(strategy, "strategy")
     path = run_dir / f"negatives_{strategy}.parquet"
     if not path.exists():
         found = sorted(p.stem.removeprefix("negatives_") for p in run_dir.glob("negatives_*.parquet"))

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from negmine.errors import BadInputError
+from negmine.names import check_name
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -121,6 +122,7 @@ STAGES: dict[str, Callable] = {
 RECIPE_KEYS = ("description", "stages", "refresh")
 REFRESH_KEYS = ("rounds",)
 _HIDDEN = ("run", "data_dir", "force")
+PATH_KEYS = {"name", "strategy", "source"}  # stage parameters that become file names (negmine.names)
 MODEL_STAGES = ("retrieve", "cluster", "train")  # stages whose `model` a refresh round replaces
 
 
@@ -203,6 +205,9 @@ def parse_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
             raise BadInputError("--set", f"no stage of {path} takes {key!r}; its stages take {sorted({k for n, _ in stages for k in stage_keys(n)})}")
         for params in takers:
             params[key] = value
+    for name, params in stages:  # names that become file names inside the run directory
+        for key in sorted(PATH_KEYS & params.keys()):
+            check_name(params[key], f"{path} ({name}), {key}")
     return Recipe(path, doc.get("description", ""), stages, rounds, trained)
 
 

@@ -19,6 +19,7 @@ from typing import Callable
 
 from negmine.errors import OutputError
 from negmine.io import LazyTable, atomic_path, read_table, release_unused_memory, write_table
+from negmine.names import check_name
 from negmine.run import Run, measure
 from negmine.schemas import CANDIDATES, CLUSTERS, CORPUS, NEGATIVES, POSITIVE_SCORES, QRELS, QUERIES
 
@@ -589,6 +590,7 @@ def estimate_fn_stage(
     from negmine.io import write_json
     from negmine.schemas import FN_REPORT, SCORED_CANDIDATES, SCORED_POSITIVES
 
+    check_name(source, "source")
     negatives_paths = sorted(run.path.glob("negatives_*.parquet"))
     if not negatives_paths:
         raise StageError(f"{run.path}: no negatives_*.parquet; run `negmine sample --run {run.path}` first")
