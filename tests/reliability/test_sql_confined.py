@@ -106,5 +106,5 @@ def test_the_python_api_is_confined_by_default(run, secret):
 
     with pytest.raises(BadInputError, match="--allow-external"):
         query(run, f"SELECT * FROM read_csv('{secret}')")
-    columns, rows = query(run, f"SELECT * FROM read_csv('{secret}')", allow_external=True)
+    _, rows = query(run, f"SELECT * FROM read_csv('{secret}')", allow_external=True)
     assert rows == [("sesame-7f3a",)]
