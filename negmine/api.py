@@ -68,12 +68,13 @@ class RunTables:
 
         return pl.scan_parquet(self._file(name))
 
-    def sql(self, query: str) -> pa.Table:
+    def sql(self, query: str, allow_external: bool = False) -> pa.Table:
         """``query`` in DuckDB over the run's tables (each a view named after its file; ``negatives`` is
-        every strategy's negatives together), as an Arrow table."""
+        every strategy's negatives together), as an Arrow table. Read-only and confined to the run's
+        files unless ``allow_external`` (as ``negmine sql``)."""
         from negmine.sql import query_arrow
 
-        return query_arrow(self.path, query)
+        return query_arrow(self.path, query, allow_external)
 
     def negatives(self, strategy: str | None = None) -> pa.Table:
         """The negatives of ``strategy`` (None: the run's only negatives table)."""

@@ -49,6 +49,7 @@ from typing import Callable
 import pyarrow as pa
 
 from negmine.errors import BadInputError
+from negmine.names import check_name
 
 ST_LAYOUTS = ("n-tuple", "triplet", "labeled-pair")
 
@@ -275,6 +276,7 @@ def export_run(
         if len(found) != 1:
             raise BadInputError("--strategy", f"{run_dir} holds {len(found)} negatives tables {found}; name one")
         strategy = found[0]
+    check_name(strategy, "--strategy")
     path = run_dir / f"negatives_{strategy}.parquet"
     if not path.exists():
         raise BadInputError(path, f"no negatives for strategy {strategy!r}; this run has {found}")

@@ -7,12 +7,15 @@ Layouts:
 
 Everything is validated before any table is in place (with ``corpus_file`` the corpus is written
 to that temporary file as it is read, and removed if the dataset is invalid): invalid JSON, missing or mistyped fields,
-wrong column counts, duplicate ids, empty text, qrels naming unknown queries or documents and
+wrong column counts, duplicate ids, empty text, qrels naming unknown queries or documents,
+conflicting judgements (one query and document judged twice with different relevance) and
 undecodable bytes each raise :class:`BadInputError` naming the file, the line (or row) and the field.
 A UTF-8 byte-order mark and CRLF line ends are accepted. A line may be up to ``MAX_LINE_BYTES``
 (256 MiB); a longer one is refused without reading it whole. Relevance is an ASCII integer that
 fits int32.
 Queries without a positive (relevance > 0) in the chosen split are left out and counted.
+A judgement repeated word for word (same query, document and relevance) is kept once; the copies
+are counted (``qrels_duplicates_collapsed``).
 """
 
 from __future__ import annotations
@@ -305,8 +308,9 @@ def _assemble(corpus: _Collector, queries: _Collector, qrels: dict, qrels_path: 
         raise BadInputError(qrels_path, f"no judgements in split {split!r}")
     known_query = _known(qrels["query_id"], queries.all_ids)
     known_doc = _known(qrels["doc_id"], corpus.all_ids)
-    seen_pairs: dict[tuple[str, str], int] = {}
-    for i, (qid, did, where) in enumerate(zip(qrels["query_id"], qrels["doc_id"], qrels["where"])):
+    seen_pairs: dict[tuple[str, str], tuple[int, int]] = {}  # (query, doc) -> (where, relevance) of its first judgement
+    copies = set()  # rows repeating an earlier judgement word for word: collapsed into it
+    for i, (qid, did, rel, where) in enumerate(zip(qrels["query_id"], qrels["doc_id"], qrels["relevance"], qrels["where"])):
         location = {"line": where} if unit == "line" else {}
         prefix = "" if unit == "line" else f"row {where}: "
         if not known_query[i]:
@@ -314,8 +318,14 @@ def _assemble(corpus: _Collector, queries: _Collector, qrels: dict, qrels_path: 
         if not known_doc[i]:
             raise BadInputError(qrels_path, f"{prefix}unknown document {did!r} (not in {corpus.path.name})", field="corpus-id" if unit == "line" else "doc_id", **location)
         if (qid, did) in seen_pairs:
-            raise BadInputError(qrels_path, f"{prefix}duplicate judgement for ({qid!r}, {did!r}) (first at {unit} {seen_pairs[(qid, did)]})", **location)
-        seen_pairs[(qid, did)] = where
+            first, first_rel = seen_pairs[(qid, did)]
+            if rel != first_rel:
+                raise BadInputError(
+                    qrels_path, f"{prefix}conflicting judgements for ({qid!r}, {did!r}): relevance {rel} at {unit} {where}, relevance {first_rel} at {unit} {first}", **location
+                )
+            copies.add(i)
+            continue
+        seen_pairs[(qid, did)] = (where, rel)
     with_positive = {q for q, r in zip(qrels["query_id"], qrels["relevance"]) if r > 0}
     kept = [i for i, qid in enumerate(queries.ids) if qid in with_positive]
     judged = set(qrels["query_id"])
@@ -324,7 +334,7 @@ def _assemble(corpus: _Collector, queries: _Collector, qrels: dict, qrels_path: 
         {"query_id": [queries.ids[i] for i in kept], "text": [queries.columns["text"][i] for i in kept]}, schema=QUERIES
     )
     keep_q = set(queries_table.column("query_id").to_pylist())
-    mask = [q in keep_q for q in qrels["query_id"]]
+    mask = [q in keep_q and i not in copies for i, q in enumerate(qrels["query_id"])]
     qrels_table = pa.table(
         {k: [v for v, m in zip(qrels[k], mask) if m] for k in ("query_id", "doc_id", "relevance")}, schema=QRELS
     )
@@ -336,6 +346,7 @@ def _assemble(corpus: _Collector, queries: _Collector, qrels: dict, qrels_path: 
         "queries_judged_without_positive": len(judged - with_positive),
         "queries_not_in_split": len(queries.ids) - len(judged),
         "qrels": qrels_table.num_rows,
+        "qrels_duplicates_collapsed": len(copies),
         "positives": sum(1 for r in qrels_table.column("relevance").to_pylist() if r > 0),
     }
     return Dataset(corpus_table, queries_table, qrels_table, stats)

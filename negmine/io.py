@@ -178,12 +178,22 @@ def release_unused_memory() -> None:
     malloc_trim()
 
 
-def _checked_schema(path: Path, schema: pa.Schema, what: str) -> None:
-    """The file exists, is Parquet, and has each of ``schema``'s columns in a compatible type."""
+def _open(path: Path, what: str) -> pa.NativeFile:
+    """The file, opened once: everything read of a table comes through this handle, so a writer that
+    replaces the file meanwhile (negmine.io writes by renaming a new file over the old) leaves what is
+    read whole, the old table to the end."""
     if not path.exists():
         raise BadInputError(path, f"{what} file does not exist")
     try:
-        file_schema = pq.read_schema(path)
+        return pa.OSFile(str(path))
+    except OSError as exc:
+        raise BadInputError(path, f"not a readable Parquet file ({exc})") from None
+
+
+def _checked_schema(path: Path, source: pa.NativeFile, schema: pa.Schema, what: str) -> None:
+    """The file (open as ``source``) is Parquet and has each of ``schema``'s columns in a compatible type."""
+    try:
+        file_schema = pq.read_schema(source)
     except (pa.ArrowInvalid, OSError) as exc:
         raise BadInputError(path, f"not a readable Parquet file ({exc})") from None
     for field in schema:
@@ -219,11 +229,12 @@ def read_table(path: str | os.PathLike, schema: pa.Schema, what: str | None = No
     columns raise :class:`BadInputError` naming the file, the column and (for nulls) the row.
     """
     path = Path(path)
-    _checked_schema(path, schema, what or "table")
-    try:
-        table = pq.read_table(path, columns=schema.names)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-        raise BadInputError(path, f"not a readable Parquet file ({exc})") from None
+    with _open(path, what or "table") as source:
+        _checked_schema(path, source, schema, what or "table")
+        try:
+            table = pq.read_table(source, columns=schema.names)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            raise BadInputError(path, f"not a readable Parquet file ({exc})") from None
     table = _checked_values(table, path, schema)
     release_unused_memory()  # the decoding buffers
     return table
@@ -240,9 +251,11 @@ class LazyTable:
 
     def __init__(self, path: str | os.PathLike, schema: pa.Schema, what: str | None = None):
         self.path, self.schema = Path(path), schema
-        _checked_schema(self.path, schema, what or "table")
+        # held open: the rows :meth:`slices` reads are those of the file counted here, even if it is replaced
+        self._source = _open(self.path, what or "table")
+        _checked_schema(self.path, self._source, schema, what or "table")
         try:
-            self.num_rows = pq.ParquetFile(self.path).metadata.num_rows
+            self.num_rows = pq.ParquetFile(self._source).metadata.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise BadInputError(self.path, f"not a readable Parquet file ({exc})") from None
 
@@ -256,7 +269,7 @@ class LazyTable:
         pending: list[pa.RecordBatch] = []
         held = first_row = 0
         try:
-            batches = pq.ParquetFile(self.path, buffer_size=1 << 20, pre_buffer=False).iter_batches(batch_size=size, columns=self.schema.names)
+            batches = pq.ParquetFile(self._source, buffer_size=1 << 20, pre_buffer=False).iter_batches(batch_size=size, columns=self.schema.names)
             for batch in batches:
                 pending.append(batch)
                 held += batch.num_rows

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from negmine.errors import BadInputError
+from negmine.names import check_name
 from negmine.runners import (
     cluster_stage, duplicates_stage, estimate_fn_stage, export_stage, fn_scores_stage, ingest_stage, rescore_stage, retrieve_stage, sample_stage,
     train_stage,
@@ -51,6 +52,7 @@ STAGES: dict[str, Callable] = {
 RECIPE_KEYS = ("description", "stages", "refresh")
 REFRESH_KEYS = ("rounds",)
 _HIDDEN = ("run", "data_dir", "force", "progress", "loaded")
+PATH_KEYS = {"name", "strategy", "source"}  # stage parameters that become file names (negmine.names)
 MODEL_STAGES = ("retrieve", "cluster", "train")  # stages whose `model` a refresh round replaces
 
 
@@ -202,6 +204,9 @@ def parse_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
             raise BadInputError("--set", f"no stage of {path} takes {key!r}; its stages take {sorted({k for n, _ in stages for k in stage_keys(n)})}")
         for params in takers:
             params[key] = value
+    for name, params in stages:  # names that become file names inside the run directory
+        for key in sorted(PATH_KEYS & params.keys()):
+            check_name(params[key], f"{path} ({name}), {key}")
     return Recipe(path, doc.get("description", ""), stages, rounds, trained)
 
 

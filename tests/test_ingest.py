@@ -86,7 +86,7 @@ qrels = lambda d: d / "qrels" / "train.tsv"  # noqa: E731
         (qrels, "query-id\tcorpus-id\tscore\nq1\td1\thigh\n", "{path}, line 2, field 'relevance': relevance must be an integer, found 'high'"),
         (qrels, "query-id\tcorpus-id\tscore\nq9\td1\t1\n", "{path}, line 2, field 'query-id': unknown query 'q9' (not in queries.jsonl)"),
         (qrels, "query-id\tcorpus-id\tscore\nq1\td9\t1\n", "{path}, line 2, field 'corpus-id': unknown document 'd9' (not in corpus.jsonl)"),
-        (qrels, "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t1\n", "{path}, line 3: duplicate judgement for ('q1', 'd1') (first at line 2)"),
+        (qrels, "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t0\n", "{path}, line 3: conflicting judgements for ('q1', 'd1'): relevance 0 at line 3, relevance 1 at line 2"),
         (corpus, "", "{path}: corpus is empty"),
     ],
 )

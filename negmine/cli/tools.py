@@ -17,8 +17,11 @@ def sql(
     query: str = typer.Argument(..., help="SQL; every Parquet table of the run is a view named after its file."),
     run_dir: Path = typer.Option(..., "--run", "-r", help="Run directory."),
     fmt: str = typer.Option("table", "--format", "-f", help="table | csv | json"),
+    allow_external: bool = typer.Option(
+        False, "--allow-external", help="Lift the confinement: by default only statements that read (SELECT, DESCRIBE, SHOW, EXPLAIN) run, and only the run's own files are readable (no COPY TO, INSTALL/LOAD, ATTACH or SET)."
+    ),
 ):
-    """Query the run's tables with DuckDB."""
+    """Query the run's tables with DuckDB (read-only and confined to the run directory unless --allow-external)."""
     from negmine.sql import FORMATS, query as run_query
 
     def go():
@@ -26,7 +29,7 @@ def sql(
 
         if fmt not in FORMATS:
             raise BadInputError("--format", f"unknown format {fmt!r}; choose from {sorted(FORMATS)}")
-        columns, rows = run_query(run_dir, query)
+        columns, rows = run_query(run_dir, query, allow_external)
         _print_rows(columns, rows, fmt)
 
     guarded(go)

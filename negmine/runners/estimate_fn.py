@@ -32,6 +32,9 @@ def estimate_fn_stage(
     from negmine.io import write_json
     from negmine.schemas import FN_REPORT, SCORED_CANDIDATES, SCORED_POSITIVES
 
+    from negmine.names import check_name
+
+    check_name(source, "--source")
     negatives_paths = sorted(run.path.glob("negatives_*.parquet"))
     if not negatives_paths:
         raise StageError(f"{run.path}: no negatives_*.parquet; run `negmine sample --run {run.path}` first")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from negmine.errors import BadInputError, StageError
 from negmine.io import read_table, write_json, write_table
+from negmine.names import check_name
 from negmine.rundir import Run
 from negmine.runners.base import (
     DEFAULT_MODEL,
@@ -62,6 +63,8 @@ def train_stage(
 
     if method not in train.METHODS:
         raise BadInputError("--method", f"unknown value {method!r}; choose from {sorted(train.METHODS)}")
+    for value, option in ((name, "--name"), (strategy or "none", "--strategy"), (fn_source, "--fn-source")):
+        check_name(value, option)
     if not 0.0 <= mask_fn_above <= 1.0:
         raise BadInputError("--mask-fn-above", f"a probability threshold in [0, 1], got {mask_fn_above}")
     inputs = [table_path(run, n) for n in ("corpus", "queries", "qrels")]
