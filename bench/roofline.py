@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 
 def texts_of(data: Path) -> tuple[list[str], list[str]]:
     """The corpus texts and the train queries that have a positive: what both tools encode."""
-    from negmine.candidates import doc_texts
+    from negmine.retrieve.candidates import doc_texts
     from negmine.ingest import ingest
 
     dataset = ingest(data, split="train")

@@ -27,14 +27,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from negmine.evaluate import PER_QUERY, compare
+from negmine.train.evaluate import PER_QUERY, compare
 from negmine.io import read_table
-from negmine.run import Run
+from negmine.rundir import Run
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from host import describe
-from negmine.stages import bm25_stage, cluster_stage, dense_stage, ingest_stage, rescore_stage, sample_stage
-from negmine.training_stages import evaluate_model, train_stage
+from negmine.runners.bm25 import bm25_stage
+from negmine.runners.cluster import cluster_stage
+from negmine.runners.dense import dense_stage
+from negmine.runners.ingest import ingest_stage
+from negmine.runners.rescore import rescore_stage
+from negmine.runners.sample import sample_stage
+from negmine.runners.train import evaluate_model, train_stage
 
 METRICS = ("nDCG@10", "RR@10", "R@100")
 # arm name -> (run, train kwargs); run "dense" or "bm25" picks the mined run directory
@@ -92,7 +97,7 @@ def mine(data: str, root: Path, model: str, msl: int, arms: list[str], teacher: 
             rescore_stage(run, f"bi-encoder:{model}", "dense", max_length=msl)
             sample_stage(run, "denoise", "dense", num_negatives=7, seed=42, params=DENOISE_PARAMS, dedup=False)
     if "control" in wanted:
-        from negmine.false_negative_stages import duplicates_stage, fn_scores_stage
+        from negmine.runners.false_negatives import duplicates_stage, fn_scores_stage
 
         runs["control"] = _copy_run(root, "control")
         with runs["control"].lock() as run:
@@ -157,14 +162,14 @@ def main() -> None:
             train_args = dict(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=seed, max_seq_length=args.max_seq_length)
             if arm == "adore+star":
                 with runs["dense"].lock() as run:
-                    star = train_stage(run, model, f"star-seed{seed}", **ARMS["star"][1], **train_args, **UNCONTROLLED)
+                    star = train_stage(run, f"star-seed{seed}", model, **ARMS["star"][1], **train_args, **UNCONTROLLED)
                     star_model = star.entry["stats"]["model"]
-                    adore = train_stage(run, star_model, f"adore+star-seed{seed}", method="adore", strategy=None, adore_k=200, **{**train_args, "learning_rate": args.lr / 2}, **UNCONTROLLED)
+                    adore = train_stage(run, f"adore+star-seed{seed}", star_model, method="adore", strategy=None, adore_k=200, **{**train_args, "learning_rate": args.lr / 2}, **UNCONTROLLED)
                 evaluate_once(out, model=adore.entry["stats"]["model"], doc_model=star_model, **common)
             else:
                 which, kwargs = ARMS[arm]
                 with runs[which].lock() as run:
-                    trained = train_stage(run, model, f"{arm}-seed{seed}", **{**UNCONTROLLED, **kwargs}, **train_args)
+                    trained = train_stage(run, f"{arm}-seed{seed}", model, **{**UNCONTROLLED, **kwargs}, **train_args)
                 evaluate_once(out, model=trained.entry["stats"]["model"], **common)
             files.setdefault(arm, []).append(out)
             print(f"{arm} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)

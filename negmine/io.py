@@ -170,21 +170,30 @@ malloc_trim = _malloc_trim()
 def release_unused_memory() -> None:
     """Memory freed but kept by Arrow's allocator (mimalloc/jemalloc) and by glibc goes back to the OS.
 
-    Arrow keeps what a Parquet read decoded through (a 1,000,000-document corpus table of 443 MB left
-    1,028 MB resident after reading, 588 after this) and what a finished stage freed (ingesting that
-    corpus left 793 MB, 128 after this); the next stage then starts from what it holds, not from the
-    previous one's high-water mark.
+    Arrow's allocator keeps, for reuse, the buffers a Parquet read decoded through and what a finished
+    stage freed, so the process stays at its high-water mark; once they are released the next stage
+    starts from what it holds, not from the previous one's high-water mark.
     """
     pa.default_memory_pool().release_unused()
     malloc_trim()
 
 
-def _checked_schema(path: Path, schema: pa.Schema, what: str) -> None:
-    """The file exists, is Parquet, and has each of ``schema``'s columns in a compatible type."""
+def _open(path: Path, what: str) -> pa.NativeFile:
+    """The file, opened once: everything read of a table comes through this handle, so a writer that
+    replaces the file meanwhile (negmine.io writes by renaming a new file over the old) leaves what is
+    read whole, the old table to the end."""
     if not path.exists():
         raise BadInputError(path, f"{what} file does not exist")
     try:
-        file_schema = pq.read_schema(path)
+        return pa.OSFile(str(path))
+    except OSError as exc:
+        raise BadInputError(path, f"not a readable Parquet file ({exc})") from None
+
+
+def _checked_schema(path: Path, source: pa.NativeFile, schema: pa.Schema, what: str) -> None:
+    """The file (open as ``source``) is Parquet and has each of ``schema``'s columns in a compatible type."""
+    try:
+        file_schema = pq.read_schema(source)
     except (pa.ArrowInvalid, OSError) as exc:
         raise BadInputError(path, f"not a readable Parquet file ({exc})") from None
     for field in schema:
@@ -220,11 +229,12 @@ def read_table(path: str | os.PathLike, schema: pa.Schema, what: str | None = No
     columns raise :class:`BadInputError` naming the file, the column and (for nulls) the row.
     """
     path = Path(path)
-    _checked_schema(path, schema, what or "table")
-    try:
-        table = pq.read_table(path, columns=schema.names)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-        raise BadInputError(path, f"not a readable Parquet file ({exc})") from None
+    with _open(path, what or "table") as source:
+        _checked_schema(path, source, schema, what or "table")
+        try:
+            table = pq.read_table(source, columns=schema.names)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            raise BadInputError(path, f"not a readable Parquet file ({exc})") from None
     table = _checked_values(table, path, schema)
     release_unused_memory()  # the decoding buffers
     return table
@@ -235,15 +245,17 @@ class LazyTable:
     holds, checked the same way (a bad row fails when its slice is read, naming its row in the file).
 
     A stage that streams over a table (the embed stage over the corpus) holds one slice of it, not the
-    table: reading a 1,000,000-document corpus this way peaked at 118 MB resident, against 1,032 MB for
-    the whole table (the file's single row group is read through a 1 MB buffer, page by page).
+    table: the file is read through a 1 MB buffer, page by page, so even a file of a single row group is
+    never decoded whole (bench/scale.py reports the embed stage's peak RSS).
     """
 
     def __init__(self, path: str | os.PathLike, schema: pa.Schema, what: str | None = None):
         self.path, self.schema = Path(path), schema
-        _checked_schema(self.path, schema, what or "table")
+        # held open: the rows :meth:`slices` reads are those of the file counted here, even if it is replaced
+        self._source = _open(self.path, what or "table")
+        _checked_schema(self.path, self._source, schema, what or "table")
         try:
-            self.num_rows = pq.ParquetFile(self.path).metadata.num_rows
+            self.num_rows = pq.ParquetFile(self._source).metadata.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise BadInputError(self.path, f"not a readable Parquet file ({exc})") from None
 
@@ -257,7 +269,7 @@ class LazyTable:
         pending: list[pa.RecordBatch] = []
         held = first_row = 0
         try:
-            batches = pq.ParquetFile(self.path, buffer_size=1 << 20, pre_buffer=False).iter_batches(batch_size=size, columns=self.schema.names)
+            batches = pq.ParquetFile(self._source, buffer_size=1 << 20, pre_buffer=False).iter_batches(batch_size=size, columns=self.schema.names)
             for batch in batches:
                 pending.append(batch)
                 held += batch.num_rows

@@ -36,97 +36,98 @@ from pathlib import Path
 from typing import Callable
 
 from negmine.errors import BadInputError
-
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def ingest(run, data_dir, format: str = "auto", split: str = "train", force: bool = False):
-    from negmine.stages import ingest_stage
-
-    return ingest_stage(run, data_dir, format, split, force=force)
-
-
-def retrieve(
-    run, source: str = "dense", k: int = 100, model: str = DEFAULT_MODEL, max_seq_length: int | None = 256, dtype: str = "float16",
-    batch_size: int = 64, threads: int = 1, bm25_backend: str = "pyserini", fusion: str = "rrf", force: bool = False, precision: str = "auto",
-):
-    """Candidates from bm25, dense (embed + search) or both fused (hybrid), as ``negmine mine`` retrieves them."""
-    from negmine import stages
-
-    if source not in stages.SOURCES:
-        raise BadInputError("source", f"unknown candidate source {source!r}; choose from {sorted(stages.SOURCES)}")
-    results = []
-    if source in ("bm25", "hybrid"):
-        results.append(stages.bm25_stage(run, k=k, threads=threads, backend=bm25_backend, force=force))
-    if source in ("dense", "hybrid"):
-        results.extend(stages.dense_stage(run, model, k, max_seq_length, dtype, batch_size, threads=threads, force=force, precision=precision))
-    if source == "hybrid":
-        results.append(stages.hybrid_stage(run, fusion, force=force))
-    return results
-
-
-def rescore(run, teacher: str, source: str = "dense", max_length: int | None = 512, batch_size: int = 32, force: bool = False):
-    from negmine.stages import rescore_stage
-
-    return rescore_stage(run, teacher, source, max_length, batch_size, force=force)
-
-
-def cluster(run, model: str = DEFAULT_MODEL, n_clusters: int | None = None, seed: int = 42, max_seq_length: int | None = 256, batch_size: int = 64, force: bool = False):
-    from negmine.stages import cluster_stage
-
-    return cluster_stage(run, model, n_clusters, seed, max_seq_length, batch_size, force)
-
-
-def sample(run, strategy: str = "simans", source: str = "dense", num_negatives: int = 7, seed: int = 42, params: dict | None = None, force: bool = False):
-    from negmine.stages import sample_stage
-
-    return sample_stage(run, strategy, source, num_negatives, seed, params, force)
-
-
-def train(
-    run, name: str, model: str = DEFAULT_MODEL, method: str = "mnrl", strategy: str | None = "simans", loss: str = "mnrl", num_negatives: int = 1,
-    random_negatives: int = 1, batching: str = "no-duplicates", epochs: int = 1, batch_size: int = 32, learning_rate: float = 2e-5, seed: int = 42,
-    max_seq_length: int | None = 256, adore_k: int = 200, force: bool = False,
-):
-    from negmine.training_stages import train_stage
-
-    return train_stage(run, model, name, method, strategy, loss, num_negatives, random_negatives, batching, epochs, batch_size, learning_rate, seed, max_seq_length, adore_k, force)
-
-
-def estimate_fn(run, source: str = "dense", threshold: float | None = None, audit: int = 0, seed: int = 42, n_boot: int = 1000, force: bool = False):
-    from negmine.stages import estimate_fn_stage
-
-    return estimate_fn_stage(run, source, threshold, None, audit, None, seed, n_boot, force)
-
-
-def export(run, strategy: str = "simans", format: str = "sentence-transformers", out: str = "export.jsonl", layout: str = "n-tuple", num_negatives: int | None = None, force: bool = False):
-    """Write an export (negmine.export) into the run directory; ``out`` is relative to it."""
-    from negmine.export import export_run
-    from negmine.stages import StageResult
-
-    stats = export_run(run.path, strategy, format, run.path / out, layout, num_negatives)
-    return StageResult(f"export.{format}", False, {"stats": stats})
-
+from negmine.names import check_name
+from negmine.runners import (
+    cluster_stage, duplicates_stage, estimate_fn_stage, export_stage, fn_scores_stage, ingest_stage, rescore_stage, retrieve_stage, sample_stage,
+    train_stage,
+)
+from negmine.runners.base import DEFAULT_MODEL
 
 STAGES: dict[str, Callable] = {
-    "ingest": ingest,
-    "retrieve": retrieve,
-    "rescore": rescore,
-    "cluster": cluster,
-    "sample": sample,
-    "train": train,
-    "estimate-fn": estimate_fn,
-    "export": export,
+    "ingest": ingest_stage, "retrieve": retrieve_stage, "rescore": rescore_stage, "cluster": cluster_stage, "duplicates": duplicates_stage,
+    "fn-scores": fn_scores_stage, "sample": sample_stage, "train": train_stage, "estimate-fn": estimate_fn_stage, "export": export_stage,
 }
+
+
 RECIPE_KEYS = ("description", "stages", "refresh")
 REFRESH_KEYS = ("rounds",)
-_HIDDEN = ("run", "data_dir", "force")
+_HIDDEN = ("run", "data_dir", "force", "progress", "loaded")
+PATH_KEYS = {"name", "strategy", "source"}  # stage parameters that become file names (negmine.names)
 MODEL_STAGES = ("retrieve", "cluster", "train")  # stages whose `model` a refresh round replaces
 
 
 def stage_keys(stage: str) -> list[str]:
     """The parameters a recipe may give ``stage`` (its runner's signature)."""
     return sorted(n for n in inspect.signature(STAGES[stage]).parameters if n not in _HIDDEN)
+
+
+def stage_defaults(stage: str) -> dict:
+    """Each recipe key of ``stage`` and its default (the runner's), ``inspect.Parameter.empty`` where it has none."""
+    return {n: p.default for n, p in inspect.signature(STAGES[stage]).parameters.items() if n not in _HIDDEN}
+
+
+def _checks() -> dict[str, Callable]:
+    """Per stage, what its runner would refuse in its options, checked before any stage of a pipeline runs."""
+    from negmine.rescore import check_teacher
+    from negmine.retrieve.models import check_model
+    from negmine.runners.retrieve import check_retrieve
+    from negmine.runners.sample import check_sample
+
+    return {
+        "retrieve": check_retrieve,
+        "sample": check_sample,
+        "cluster": lambda model=DEFAULT_MODEL, **_: check_model(model),
+        "rescore": lambda teacher=None, **_: check_teacher(teacher) if teacher is not None else None,
+    }
+
+
+def check_stages(stages: list[tuple[str, dict]]) -> None:
+    """Bad options of any stage fail here, before the first stage runs (no half-mined run for a typo)."""
+    checks = _checks()
+    for name, params in stages:
+        if name in checks:
+            checks[name](**params)
+
+
+def apply_options(stages: list[tuple[str, dict]], options: dict, option_name=lambda key: f"--{key.replace('_', '-')}") -> None:
+    """Give each option to every stage that takes it (by the runner's parameter name); an option no stage takes is bad input."""
+    for key, value in options.items():
+        takers = [params for name, params in stages if key in stage_keys(name)]
+        if not takers:
+            raise BadInputError(option_name(key), f"no stage of this pipeline takes it; its stages take {sorted({k for n, _ in stages for k in stage_keys(n)})}")
+        for params in takers:
+            params[key] = value
+
+
+def mine_recipe(strategy: str = "simans", teacher: str | None = None, teacher_max_length: int | None = None, dedup: bool = True,
+                max_fn_prob: float | None = None, **options) -> "Recipe":
+    """The built-in recipe ``negmine mine`` runs: ingest → retrieve → [rescore] → [cluster] → [duplicates] → [fn-scores] → sample.
+
+    ``teacher`` adds the rescore stage (``teacher_max_length`` tokens per pair); strategies that need
+    topics (tas-balanced) add the cluster stage; ``dedup`` (default) finds text duplicates of the
+    labelled positives and ``max_fn_prob`` fits the false-negative model, both kept out of the
+    negatives. Every other option goes to each stage whose runner takes it (``seed`` to cluster,
+    fn-scores and sample; ``model`` to retrieve and cluster; ``source`` to retrieve, rescore,
+    fn-scores and sample ...), so a recipe file can say all that ``mine`` can.
+    """
+    from negmine.sample import NEEDS
+
+    if strategy == "denoise" and teacher is None:
+        raise BadInputError("--teacher", "strategy 'denoise' needs a teacher; pass --teacher cross-encoder:NAME_OR_PATH (or bi-encoder:NAME_OR_PATH)")
+    stages: list[tuple[str, dict]] = [("ingest", {}), ("retrieve", {})]
+    if teacher is not None:
+        stages.append(("rescore", {"teacher": teacher} | ({"max_length": teacher_max_length} if teacher_max_length is not None else {})))
+    elif teacher_max_length is not None:
+        raise BadInputError("--teacher-max-length", "applies to the rescore stage, which runs with --teacher only")
+    if "clusters" in NEEDS.get(strategy, ()):
+        stages.append(("cluster", {}))
+    if dedup:
+        stages.append(("duplicates", {}))
+    if max_fn_prob is not None:
+        stages.append(("fn-scores", {}))
+    stages.append(("sample", {"strategy": strategy} | ({} if dedup else {"dedup": False}) | ({"max_fn_prob": max_fn_prob} if max_fn_prob is not None else {})))
+    apply_options(stages, options)
+    return Recipe(Path("mine"), "negmine mine", stages)
 
 
 @dataclass
@@ -203,6 +204,9 @@ def parse_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
             raise BadInputError("--set", f"no stage of {path} takes {key!r}; its stages take {sorted({k for n, _ in stages for k in stage_keys(n)})}")
         for params in takers:
             params[key] = value
+    for name, params in stages:  # names that become file names inside the run directory
+        for key in sorted(PATH_KEYS & params.keys()):
+            check_name(params[key], f"{path} ({name}), {key}")
     return Recipe(path, doc.get("description", ""), stages, rounds, trained)
 
 
@@ -225,10 +229,14 @@ def round_dir(out: Path, index: int) -> Path:
 
 
 def run_recipe(recipe: Recipe, data_dir: str | Path, out: str | Path, force: bool = False, on_stage=None) -> list:
-    """Run every stage of ``recipe`` (and its refresh rounds); each round's run directory is locked while it runs."""
-    from negmine.run import Run
-    from negmine.stages import StageResult
+    """Run every stage of ``recipe`` (and its refresh rounds); each round's run directory is locked while it runs.
 
+    Every stage's options are checked (:func:`check_stages`) before the first stage runs.
+    """
+    from negmine.rundir import Run
+    from negmine.runners.base import StageResult
+
+    check_stages(recipe.stages)
     out = Path(out)
     notify = on_stage or (lambda name: None)
     results: list[StageResult] = []

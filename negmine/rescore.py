@@ -26,7 +26,7 @@ beyond floating-point noise of padded batches.
 
 The work is split into independent parts (:func:`plan_scores`): chunks of ``chunk_size`` pairs for
 a cross-encoder, chunks of ``chunk_size`` distinct texts (queries, then documents) for a
-bi-encoder. :func:`rescore` runs them in this process; ``negmine.engine_ray`` runs the same parts
+bi-encoder. :func:`rescore` runs them in this process; ``negmine.engines.ray`` runs the same parts
 on Ray actors with the same :meth:`Teacher.run_part` and combines them with the same function, so
 both engines give the same bytes.
 """
@@ -40,7 +40,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from negmine.candidates import doc_texts
+from negmine.retrieve.candidates import doc_texts
 from negmine.errors import BadInputError, StageError
 from negmine.schemas import SCORED_CANDIDATES, SCORED_POSITIVES
 
@@ -74,7 +74,7 @@ class Teacher:
         return combine(list(self.map_parts(parts, batch_size)))
 
     def map_parts(self, parts: list[tuple], batch_size: int = 32) -> Iterator[np.ndarray]:
-        """:meth:`run_part` of each part, in order (``negmine.engine_ray.RayTeacher`` runs them on Ray actors)."""
+        """:meth:`run_part` of each part, in order (``negmine.engines.ray.RayTeacher`` runs them on Ray actors)."""
         return (self.run_part(part, batch_size) for part in parts)
 
     def run_part(self, part: tuple, batch_size: int = 32) -> np.ndarray:
@@ -90,7 +90,7 @@ class Teacher:
                     list(zip(queries, docs)), batch_size=batch_size, activation_fn=torch.nn.Identity(), show_progress_bar=False
                 )
             return np.asarray(z, dtype=np.float32).reshape(len(queries))
-        from negmine.dense import encode
+        from negmine.retrieve.encode import encode
 
         return encode(self.model, data[0], batch_size)
 
@@ -106,7 +106,7 @@ def plan_scores(kind: str, queries: list[str], docs: list[str], chunk_size: int 
     queries): parts ``("texts", texts)`` of ``chunk_size`` distinct queries, then of distinct documents;
     results are normalised embeddings, combined as cos(E(q), E(d)) = ⟨E(q), E(d)⟩.
     """
-    from negmine.dense import chunks
+    from negmine.retrieve.encode import chunks
 
     if kind == "cross-encoder":
         parts = [("pairs", q, d) for q, d in zip(chunks(queries, chunk_size), chunks(docs, chunk_size))]
@@ -142,7 +142,7 @@ def check_teacher(spec: str) -> tuple[str, str]:
     or a bi-encoder passed as a cross-encoder, is bad input."""
     kind, name = parse_teacher(spec)
     if kind == "bi-encoder":
-        from negmine.dense import check_model
+        from negmine.retrieve.models import check_model
 
         check_model(name)
         return kind, name
@@ -161,10 +161,10 @@ def check_teacher(spec: str) -> tuple[str, str]:
 
 def load_teacher(spec: str, max_length: int | None = 512, device: str | None = None, precision: str = "float32") -> Teacher:
     """Load a teacher by spec (see :func:`parse_teacher`) with the real sentence-transformers loaders;
-    a bi-encoder teacher runs in ``precision`` (negmine.dense.PRECISIONS), a cross-encoder in float32."""
+    a bi-encoder teacher runs in ``precision`` (negmine.retrieve.device.PRECISIONS), a cross-encoder in float32."""
     kind, name = check_teacher(spec)
     if kind == "bi-encoder":
-        from negmine.dense import load_model
+        from negmine.retrieve.models import load_model
 
         return Teacher(kind, name, load_model(name, max_length, device, precision=precision))
     if precision != "float32":
@@ -208,7 +208,7 @@ def rescore(
     Returns ``(scored_candidates, scored_positives)``: the input columns plus ``ce_score`` (raw
     teacher score, float32) and ``ce_prob`` (its [0, 1] scale; thresholds apply to this one).
     ``progress(n)`` is called after every ``n`` pairs scored. ``teacher`` is a loaded :class:`Teacher`, or
-    anything with its ``kind``, ``name`` and ``map_parts`` (``negmine.engine_ray.RayTeacher``).
+    anything with its ``kind``, ``name`` and ``map_parts`` (``negmine.engines.ray.RayTeacher``).
     """
     pairs, query_texts, doc_texts_ = teacher_pairs(candidates, positive_scores, corpus, queries)
     parts, combine = plan_scores(teacher.kind, query_texts, doc_texts_, chunk_size)

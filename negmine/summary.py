@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from negmine.stages import StageResult
+from negmine.runners.base import StageResult
 
 
 def summary_dict(results: list[StageResult]) -> dict:
@@ -56,6 +56,7 @@ def _describe(stage: str, stats: dict) -> str:
             f"({stats.get('queries_not_in_split', 0):,} not in split {stats.get('split')!r}, "
             f"{stats.get('queries_judged_without_positive', 0):,} without a positive: skipped), "
             f"{stats.get('positives', 0):,} positives"
+            + (f"; {stats['qrels_duplicates_collapsed']:,} duplicate judgements collapsed" if stats.get("qrels_duplicates_collapsed") else "")
         )
     if stage in ("bm25", "dense"):
         text = f"{stats.get('candidates', 0):,} candidates for {stats.get('queries', 0):,} queries; positives retrieved {stats.get('recall', 0):.1%}"

@@ -30,3 +30,12 @@ def beir_dir(tmp_path):
     (d / "queries.jsonl").write_text('{"_id": "q1", "text": "what purrs"}\n{"_id": "q2", "text": "what barks"}\n{"_id": "q3", "text": "unjudged"}\n')
     (d / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq2\td3\t0\n")
     return d
+
+
+def invoke(*args, **kwargs):
+    """Run the negmine CLI in this process (Typer's runner), arguments as strings; exceptions propagate."""
+    from typer.testing import CliRunner
+
+    from negmine.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False, **kwargs)

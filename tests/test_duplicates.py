@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from negmine.candidates import doc_texts
+from negmine.retrieve.candidates import doc_texts
 from negmine.duplicates import find_duplicates, jaccard, lsh_bands, normalise, shingles
 from negmine.errors import BadInputError
 from negmine.schemas import CORPUS, DUPLICATES, QRELS

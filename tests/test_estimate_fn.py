@@ -21,9 +21,9 @@ from negmine.estimate_fn import (
     wilson_interval,
 )
 from negmine.io import write_table
-from negmine.run import Run
+from negmine.rundir import Run
 from negmine.schemas import CORPUS, NEGATIVES, QRELS, QUERIES, SCORED_CANDIDATES, SCORED_POSITIVES
-from negmine.stages import estimate_fn_stage
+from negmine.runners.estimate_fn import estimate_fn_stage
 
 
 def test_wilson_interval_is_the_formula():

@@ -7,20 +7,15 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from negmine.cli import app
 from negmine.errors import BadInputError
 from negmine.export import flagembedding_export, sentence_transformers_export, tevatron_export
 from negmine.schemas import NEGATIVES
 
-from conftest import SAMPLE
-
-runner = CliRunner()
+from conftest import SAMPLE, invoke
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
 
 
 def _tables():

@@ -86,7 +86,7 @@ qrels = lambda d: d / "qrels" / "train.tsv"  # noqa: E731
         (qrels, "query-id\tcorpus-id\tscore\nq1\td1\thigh\n", "{path}, line 2, field 'relevance': relevance must be an integer, found 'high'"),
         (qrels, "query-id\tcorpus-id\tscore\nq9\td1\t1\n", "{path}, line 2, field 'query-id': unknown query 'q9' (not in queries.jsonl)"),
         (qrels, "query-id\tcorpus-id\tscore\nq1\td9\t1\n", "{path}, line 2, field 'corpus-id': unknown document 'd9' (not in corpus.jsonl)"),
-        (qrels, "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t1\n", "{path}, line 3: duplicate judgement for ('q1', 'd1') (first at line 2)"),
+        (qrels, "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t0\n", "{path}, line 3: conflicting judgements for ('q1', 'd1'): relevance 0 at line 3, relevance 1 at line 2"),
         (corpus, "", "{path}: corpus is empty"),
     ],
 )
@@ -190,8 +190,8 @@ def test_a_corpus_written_as_it_is_read_is_the_same_table(tmp_path, monkeypatch,
 
 
 def test_an_invalid_dataset_leaves_no_corpus_file(tmp_path, beir_dir):
-    from negmine.run import Run
-    from negmine.stages import ingest_stage
+    from negmine.rundir import Run
+    from negmine.runners.ingest import ingest_stage
 
     (beir_dir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tnope\t1\n")
     with pytest.raises(BadInputError, match="unknown document 'nope'"):

@@ -10,7 +10,7 @@ import pytest
 
 from negmine.errors import BadInputError, RunLockedError
 from negmine.io import LazyTable, atomic_path, read_table, write_table
-from negmine.run import Run, measure
+from negmine.rundir import Run, measure
 from negmine.schemas import CORPUS, QRELS
 
 

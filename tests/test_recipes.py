@@ -1,23 +1,17 @@
 """negmine run: pipeline files parse, validate with exact messages, and run what `negmine mine` runs."""
 
 import json
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from negmine.cli import app
 from negmine.errors import BadInputError
 from negmine.recipes import STAGES, parse_recipe, stage_keys
 
-from conftest import ROOT, SAMPLE
+from conftest import ROOT, SAMPLE, invoke
 
-runner = CliRunner()
 PIPELINES = ROOT / "pipelines"
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_every_recipe_parses_with_its_stages():
@@ -50,7 +44,7 @@ def test_unknown_keys_name_the_valid_ones(tmp_path):
     with pytest.raises(BadInputError) as info:
         parse_recipe(path)
     assert str(info.value) == (
-        f"{path}, stages[0] (sample): unknown key 'numnegatives'; valid keys are ['num_negatives', 'params', 'seed', 'source', 'strategy']"
+        f"{path}, stages[0] (sample): unknown key 'numnegatives'; valid keys are ['dedup', 'max_fn_prob', 'num_negatives', 'params', 'seed', 'source', 'strategy']"
     )
 
     path = _recipe(tmp_path, '[[stages]]\nstage = "bm26"\n')
@@ -81,7 +75,10 @@ def test_refresh_needs_a_train_stage_and_rescore_a_teacher(tmp_path):
 
 
 def test_stage_keys_come_from_the_runner_signatures():
-    assert stage_keys("retrieve") == ["batch_size", "bm25_backend", "dtype", "fusion", "k", "max_seq_length", "model", "precision", "source", "threads"]
+    assert stage_keys("retrieve") == [
+        "batch_size", "bm25_backend", "dtype", "engine", "fusion", "index", "k", "max_seq_length", "model", "precision", "ray_actors", "ray_address", "source",
+        "threads",
+    ]
     assert stage_keys("ingest") == ["format", "split"]
 
 

@@ -5,19 +5,14 @@ import json
 import re
 
 import pytest
-from typer.testing import CliRunner
 
-from negmine.cli import app
 
-from conftest import SAMPLE
+from conftest import SAMPLE, invoke
 
 pytest.importorskip("matplotlib")
-runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_report_embeds_every_plot_and_writes_the_pngs(tmp_path):

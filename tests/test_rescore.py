@@ -12,9 +12,9 @@ from negmine.cli import app
 from negmine.errors import BadInputError
 from negmine.io import write_table
 from negmine.rescore import load_teacher, parse_teacher, teacher_probs
-from negmine.run import Run
+from negmine.rundir import Run
 from negmine.schemas import CANDIDATES, CORPUS, POSITIVE_SCORES, QRELS, QUERIES, SCORED_CANDIDATES, SCORED_POSITIVES
-from negmine.stages import rescore_stage
+from negmine.runners.rescore import rescore_stage
 
 DOCS = {"d1": ("Cats", "Cats purr when content."), "d2": ("", "Dogs bark at strangers."), "d3": ("Birds", "Birds sing at dawn."), "d4": (None, "Fish swim.")}
 QUERIES_ = {"q1": "what purrs", "q2": "what barks"}

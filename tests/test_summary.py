@@ -24,8 +24,9 @@ def test_retrieval_and_embedding_lines_report_throughput():
 
 
 def test_bm25_stage_times_its_index_and_search(tmp_path):
-    from negmine.run import Run
-    from negmine.stages import bm25_stage, ingest_stage
+    from negmine.rundir import Run
+    from negmine.runners.bm25 import bm25_stage
+    from negmine.runners.ingest import ingest_stage
 
     run = Run.open(tmp_path / "run")
     with run.lock():

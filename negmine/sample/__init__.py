@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from negmine.errors import StageError
+from negmine.errors import BadInputError, StageError
 from negmine.sample.curriculum import curriculum_negatives
 from negmine.sample.pool import QueryPool, attach_teacher_scores, build_pools, rng_for
 from negmine.sample.denoise import denoise_negatives
@@ -57,7 +57,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
 def strategy_params(strategy: str) -> dict[str, object]:
     """The tunable parameters of a strategy and their defaults (from its signature)."""
     if strategy not in STRATEGIES:
-        raise StageError(f"unknown strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
+        raise BadInputError("--strategy", f"unknown value {strategy!r}; choose from {sorted(STRATEGIES)}")
     signature = inspect.signature(STRATEGIES[strategy])
     return {n: p.default for n, p in list(signature.parameters.items())[4:]}
 

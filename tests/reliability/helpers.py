@@ -6,17 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from typer.testing import CliRunner
 
-from negmine.cli import app
+
+from conftest import invoke
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_data"
-runner = CliRunner()
 
 
-def invoke(*args, **kwargs):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, **kwargs)
 
 
 def tree_hashes(root: Path) -> dict[str, str]:

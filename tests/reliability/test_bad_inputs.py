@@ -114,7 +114,7 @@ CASES = [
     Case("qrels-relevance-underscore", {R: qrels(("q1", "d1", "1_0"))}, ("{data}/qrels/train.tsv, line 2, field 'relevance': relevance must be an integer, found '1_0'",)),
     Case("qrels-relevance-overflows-int32", {R: qrels(("q1", "d1", "99999999999"))}, ("{data}/qrels/train.tsv, line 2, field 'relevance': relevance 99999999999 does not fit int32",)),
     Case("qrels-wrong-column-count", {R: qrels(("q1", "d1"))}, ("{data}/qrels/train.tsv, line 2: expected 3 tab-separated columns, found 2",)),
-    Case("qrels-duplicate-judgement", {R: qrels(("q1", "d1", "1"), ("q1", "d1", "2"))}, ("{data}/qrels/train.tsv, line 3: duplicate judgement for ('q1', 'd1') (first at line 2)",)),
+    Case("qrels-conflicting-judgement", {R: qrels(("q1", "d1", "1"), ("q1", "d1", "2"))}, ("{data}/qrels/train.tsv, line 3: conflicting judgements for ('q1', 'd1'): relevance 2 at line 3, relevance 1 at line 2",)),
     Case("qrels-space-separated", {R: "query-id corpus-id score\nq1 d1 1\n"}, ("{data}/qrels/train.tsv, line 1: expected 3 tab-separated columns, found 1",)),
     # --- MS MARCO ---
     Case("msmarco-tab-in-text", {"collection.tsv": "d1\tCats\tpurr.\n"}, ("{data}/collection.tsv, line 1: expected 2 tab-separated columns, found 3",), layout="msmarco"),

@@ -1,0 +1,115 @@
+"""Loading a bi-encoder: a local path or hub name, the plain-BERT fast path or sentence-transformers, its precision."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from negmine.errors import BadInputError, StageError
+from negmine.io import malloc_trim
+from negmine.retrieve.device import resolve_precision
+
+
+def check_model(name_or_path: str) -> Path | None:
+    """The local path of a model, None for a hub name; a path-like name that does not exist is bad input.
+
+    Cheap (no imports), so ``mine`` checks its model before running any stage.
+    """
+    name_or_path = str(name_or_path)
+    local = Path(name_or_path).expanduser()
+    if local.exists():
+        return local
+    # a hub name is "model" or "org/model"; anything else is meant as a local path
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise BadInputError(name_or_path, "model path does not exist", field="model")
+    return None
+
+
+# How load_model loads a model: "auto" runs the plain Transformer → Pooling [→ Normalize] layout without
+# sentence-transformers (negmine/encoder.py: negmine/bert.py for plain BERT checkpoints, transformers'
+# AutoModel for others; byte-identical embeddings, a smaller process) and anything else through
+# sentence-transformers; the other two force one loader.
+LOADERS = ("auto", "transformers", "sentence-transformers")
+
+
+def load_model(
+    name_or_path: str, max_seq_length: int | None = None, device: str | None = None, precision: str = "float32",
+    loader: str = "auto",
+):
+    """Load a sentence-transformers model by hub name or local path (offline works with a path),
+    its weights in ``precision`` (:data:`PRECISIONS`; "auto" as :func:`resolve_precision` chooses), with
+    ``loader`` (:data:`LOADERS`)."""
+    local = check_model(name_or_path)
+    precision = resolve_precision(precision, device)
+    if loader not in LOADERS:
+        raise StageError(f"unknown loader {loader!r}; choose from {list(LOADERS)}")
+    if local is not None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model needs no hub lookups (they hang offline)
+    source = str(local) if local is not None else str(name_or_path)
+    import torch
+
+    dtype = getattr(torch, precision)
+    model = None
+    if loader != "sentence-transformers":
+        from negmine.retrieve.encoder import PlainEncoder, plain_layout
+
+        layout = plain_layout(source)
+        if layout is None and loader == "transformers":
+            raise BadInputError(name_or_path, "not a plain Transformer → Pooling [→ Normalize] model; load it with sentence-transformers", field="model")
+        if layout is not None:
+            try:
+                model = PlainEncoder(source, layout, device=device, dtype=None if precision == "float32" else dtype)
+            except (OSError, ValueError) as exc:
+                raise BadInputError(name_or_path, f"could not load the model ({exc})", field="model") from None
+    if model is None:
+        model = _load_sentence_transformer(name_or_path, source, device, dtype)
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    if precision != "float32":
+        model.to(dtype)  # modules after the transformer (pooling, dense) too
+        _pad_to_multiple(model, LOW_PRECISION_PAD)
+        malloc_trim()  # the float32 pages the conversion read
+    return model
+
+
+def encoder_kind(model) -> str:
+    """Which code runs a loaded model: "negmine-bert" (negmine/bert.py), "transformers" (AutoModel behind
+    negmine's pooling) or "sentence-transformers"."""
+    from negmine.retrieve.encoder import PlainEncoder
+
+    if isinstance(model, PlainEncoder):
+        return "negmine-bert" if model.own_bert else "transformers"
+    return "sentence-transformers"
+
+
+def _load_sentence_transformer(name_or_path: str, source: str, device: str | None, dtype):
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise StageError("the dense stage needs sentence-transformers: pip install sentence-transformers") from None
+    import torch
+
+    options = {} if dtype == torch.float32 else {"model_kwargs": {"dtype": dtype}}  # no float32 copy on the way
+    try:
+        return SentenceTransformer(source, device=device, **options)
+    except (OSError, ValueError) as exc:
+        raise BadInputError(name_or_path, f"could not load a sentence-transformers model ({exc})", field="model") from None
+
+
+# In bfloat16 (not float32) RSS grows with every new (batch, length) shape the CPU kernels see: oneDNN
+# keeps what it built for each. Padding lengths to a multiple of 16 bounds the number of distinct shapes,
+# so memory stops growing once each has been seen, and fewer kernels are built; the attention mask keeps the
+# added padding out of attention and pooling.
+LOW_PRECISION_PAD = 16
+
+
+def _pad_to_multiple(model, multiple: int) -> None:
+    from negmine.retrieve.encoder import PlainEncoder
+
+    if isinstance(model, PlainEncoder):
+        model.tokenizer_kwargs["pad_to_multiple_of"] = multiple
+        return
+    for module in model:
+        kwargs = getattr(module, "processing_kwargs", None)
+        if isinstance(kwargs, dict):
+            kwargs.setdefault("text", {})["pad_to_multiple_of"] = multiple
