@@ -51,7 +51,7 @@ STAGES: dict[str, Callable] = {
 
 RECIPE_KEYS = ("description", "stages", "refresh")
 REFRESH_KEYS = ("rounds",)
-_HIDDEN = ("run", "data_dir", "force", "progress", "loaded")
+_HIDDEN = ("run", "data", "force", "progress", "loaded")
 PATH_KEYS = {"name", "strategy", "source"}  # stage parameters that become file names (negmine.names)
 MODEL_STAGES = ("retrieve", "cluster", "train")  # stages whose `model` a refresh round replaces
 

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "negmine"
 LAYERS = [
     {"negmine", "negmine.errors", "negmine.schemas", "negmine.io", "negmine.names"},
     {"negmine.rundir"},
-    {"negmine.ingest", "negmine.pairs", "negmine.retrieve", "negmine.sample", "negmine.rescore", "negmine.cluster", "negmine.duplicates",
+    {"negmine.ingest", "negmine.retrieve", "negmine.sample", "negmine.rescore", "negmine.cluster", "negmine.duplicates",
      "negmine.fn_model", "negmine.estimate_fn", "negmine.train", "negmine.export", "negmine.report", "negmine.sql"},
     {"negmine.engines"},
     {"negmine.runners", "negmine.summary"},

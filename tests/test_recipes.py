@@ -79,7 +79,7 @@ def test_stage_keys_come_from_the_runner_signatures():
         "batch_size", "bm25_backend", "dtype", "engine", "fusion", "index", "k", "max_seq_length", "model", "precision", "ray_actors", "ray_address", "source",
         "threads",
     ]
-    assert stage_keys("ingest") == ["format", "split"]
+    assert stage_keys("ingest") == ["corpus", "format", "positive_column", "query_column", "split"]
 
 
 def test_overrides_reach_every_stage_that_takes_them_and_unknown_ones_fail(tmp_path):

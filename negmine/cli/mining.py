@@ -12,22 +12,29 @@ from negmine.cli.options import (
 )
 
 SourceOpt = opt("--source", help=SOURCE_HELP, default="dense")
-FormatOpt = opt("--format", help="auto | beir | msmarco | parquet", default="auto")
+FormatOpt = opt("--format", help="auto | beir | msmarco | parquet | pairs", default="auto")
 SplitOpt = opt("--split", help="qrels split whose positives are mined.", default="train")
 KOpt = opt("--k", help="Candidates per query.", default="100")
 FusionOpt = opt("--fusion", help="hybrid pool: rrf (by RRF score) | union (by best rank, then RRF score)", default="rrf")
 StrategyOpt = opt("--strategy", "-s", help=STRATEGY_HELP, default="simans")
 NumNegativesOpt = opt("--num-negatives", "-n", help="Negatives per (query, positive).", default="7")
 SeedOpt = opt("--seed", help="Random seed (same seed, same bytes).", default="42")
+# a pair dataset (negmine.ingest.pairs): one row per (query, positive), often with no corpus and no qrels
+PAIRS = {
+    "query_column": (Optional[str], opt("--query-column", help="pairs: the query column (default: anchor, query, question … whichever the data has).")),
+    "positive_column": (Optional[str], opt("--positive-column", help="pairs: the positive column (default: positive, answer, context … whichever the data has).")),
+    "corpus": (Optional[Path], opt("--corpus", help="pairs: more documents (a file or save_to_disk directory with a text column; id and title optional).")),
+}
 
 
 @app.command()
+@options(PAIRS)
 def ingest(data: Path = DataOpt, run_dir: Path = RunOpt, format: Optional[str] = FormatOpt, split: Optional[str] = SplitOpt,
-           force: bool = ForceOpt, as_json: bool = JsonOpt):
-    """Read and validate a dataset into corpus, queries and qrels tables."""
+           force: bool = ForceOpt, as_json: bool = JsonOpt, **shared):
+    """Read and validate a dataset (BEIR, MS MARCO, Parquet or a pair dataset) into corpus, queries and qrels tables."""
     from negmine.runners import ingest_stage
 
-    with_run(run_dir, lambda run: ingest_stage(run, data, force=force, **given(format=format, split=split)), as_json, "ingest")
+    with_run(run_dir, lambda run: ingest_stage(run, data, force=force, **given(format=format, split=split, **shared)), as_json, "ingest")
 
 
 @app.command()
@@ -143,7 +150,7 @@ def sample(
 
 
 @app.command()
-@options(ENCODER, EMBEDDINGS, ENGINE, STRATEGY_PARAMS, FALSE_NEGATIVES)
+@options(ENCODER, EMBEDDINGS, ENGINE, STRATEGY_PARAMS, FALSE_NEGATIVES, PAIRS)
 def mine(
     data: Path = DataOpt,
     run_dir: Path = RunOpt,

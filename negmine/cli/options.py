@@ -21,7 +21,7 @@ def opt(*names: str, help: str, default: str | None = None, **kwargs):
 RunOpt = typer.Option(..., "--run", "--out", "-o", help="Run directory (created if missing).")
 ForceOpt = typer.Option(False, "--force", help="Rerun even when the manifest says the outputs are up to date.")
 JsonOpt = typer.Option(False, "--json", help="Print the summary as JSON on stdout.")
-DataOpt = typer.Option(..., "--data", "-d", help="Dataset directory (BEIR, MS MARCO or Parquet layout).")
+DataOpt = typer.Option(..., "--data", "-d", help="Dataset: a BEIR, MS MARCO or Parquet directory, or a pair dataset (.parquet/.jsonl/.csv/.tsv file, save_to_disk directory).")
 
 STRATEGY_HELP = "topk | range | simans | random | positive-aware | star | tas-balanced | curriculum | denoise"
 SOURCE_HELP = "Candidate pool: dense | bm25 | hybrid (bm25 and dense fused; see `negmine hybrid`)"

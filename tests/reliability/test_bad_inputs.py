@@ -132,7 +132,7 @@ CASES = [
     # --- the dataset directory, options, the run directory, the model ---
     Case("data-dir-missing", argv=("ingest", "--data", "{data}/nope", "--out", "{run}"), expect=("{data}/nope: data directory does not exist",)),
     Case("unknown-layout", {C: None}, ("{data}: cannot tell the layout",)),
-    Case("unknown-format", argv=("ingest", "--data", "{data}", "--out", "{run}", "--format", "csv"), expect=("unknown format 'csv'; choose from ['auto', 'beir', 'msmarco', 'parquet']",)),
+    Case("unknown-format", argv=("ingest", "--data", "{data}", "--out", "{run}", "--format", "csv"), expect=("--format: unknown value 'csv'; choose from ['auto', 'beir', 'msmarco', 'pairs', 'parquet']",)),
     Case("run-older-schema-version", prepare=old_schema_run, expect=("{run}/manifest.json, field 'schema_version': run directory has schema version 0, this negmine writes version 1",)),
     Case("run-manifest-not-json", prepare=garbage_manifest, expect=("{run}/manifest.json: manifest is not valid JSON",)),
     Case("run-manifest-stages-not-object", prepare=stages_not_a_dict, expect=("{run}/manifest.json, field 'stages': expected an object of stages",)),
@@ -214,9 +214,9 @@ def test_a_50_mb_line_is_ingested(tmp_path):
 
 
 def test_a_line_over_the_limit_is_refused_without_reading_it_whole(tmp_path, monkeypatch):
-    import negmine.ingest
+    import negmine.ingest.records
 
-    monkeypatch.setattr(negmine.ingest, "MAX_LINE_BYTES", 1024)
+    monkeypatch.setattr(negmine.ingest.records, "MAX_LINE_BYTES", 1024)
     data = write_beir(tmp_path / "data", jsonl(D1, {"_id": "d2", "text": "x" * 5000}), GOOD_QUERIES, GOOD_QRELS)
     result = invoke("ingest", "--data", data, "--out", tmp_path / "run")
     assert result.exit_code == BAD_INPUT

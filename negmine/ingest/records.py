@@ -1,26 +1,7 @@
-"""Stage 1 — ingest: read a dataset (BEIR, MS MARCO or Parquet) into corpus, queries and qrels tables.
-
-Layouts:
-    beir     corpus.jsonl, queries.jsonl, qrels/{split}.tsv           (Thakur et al., NeurIPS 2021)
-    msmarco  collection.tsv, queries.{split}.tsv or queries.tsv, qrels.{split}.tsv (TREC: qid 0 pid rel)
-    parquet  corpus.parquet, queries.parquet, qrels/{split}.parquet or qrels.parquet
-
-Everything is validated before any table is in place (with ``corpus_file`` the corpus is written
-to that temporary file as it is read, and removed if the dataset is invalid): invalid JSON, missing or mistyped fields,
-wrong column counts, duplicate ids, empty text, qrels naming unknown queries or documents,
-conflicting judgements (one query and document judged twice with different relevance) and
-undecodable bytes each raise :class:`BadInputError` naming the file, the line (or row) and the field.
-A UTF-8 byte-order mark and CRLF line ends are accepted. A line may be up to ``MAX_LINE_BYTES``
-(256 MiB); a longer one is refused without reading it whole. Relevance is an ASCII integer that
-fits int32.
-Queries without a positive (relevance > 0) in the chosen split are left out and counted.
-A judgement repeated word for word (same query, document and relevance) is kept once; the copies
-are counted (``qrels_duplicates_collapsed``).
-"""
+"""What every dataset reader shares: validated lines and records, id collectors, qrels, the assembled Dataset."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from array import array
@@ -34,12 +15,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from negmine.errors import BadInputError
-from negmine.io import PARQUET_OPTIONS, LazyTable, output_errors, read_table
-from negmine.schemas import CORPUS, QRELS, QUERIES
+from negmine.io import PARQUET_OPTIONS, LazyTable, output_errors
+from negmine.schemas import QRELS, QUERIES
 
-FORMATS = ("auto", "beir", "msmarco", "parquet")
+
 MAX_LINE_BYTES = 256 * 2**20
+
+
 _INT = re.compile(r"[+-]?[0-9]+")
+
+
 _INT32 = (-(2**31), 2**31 - 1)
 
 
@@ -51,7 +36,7 @@ class Dataset:
     stats: dict = field(default_factory=dict)
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, line without its end) for non-blank lines; BOM and CRLF tolerated."""
     if not path.exists():
         raise BadInputError(path, "file does not exist")
@@ -74,7 +59,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield number, line
 
 
-def _check_text(path: Path, value: str, line: int, field_name: str) -> str:
+def check_text(path: Path, value: str, line: int, field_name: str) -> str:
     """JSON escapes can spell unpaired surrogates (``"\\ud800"``), which no UTF-8 table can hold."""
     try:
         value.encode("utf-8")
@@ -83,9 +68,9 @@ def _check_text(path: Path, value: str, line: int, field_name: str) -> str:
     return value
 
 
-def _json_records(path: Path, id_field: str, fields: dict[str, bool]) -> Iterator[tuple[int, dict]]:
+def json_records(path: Path, id_field: str, fields: dict[str, bool]) -> Iterator[tuple[int, dict]]:
     """Parse JSON lines; ``fields`` maps a field name to whether it is required."""
-    for number, line in _lines(path):
+    for number, line in lines(path):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -99,7 +84,7 @@ def _json_records(path: Path, id_field: str, fields: dict[str, bool]) -> Iterato
             raise BadInputError(path, "missing id", line=number, field=id_field)
         if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):
             raise BadInputError(path, f"id must be a string or integer, found {type(doc_id).__name__}", line=number, field=id_field)
-        out = {"id": _check_text(path, str(doc_id), number, id_field)}
+        out = {"id": check_text(path, str(doc_id), number, id_field)}
         for name, required in fields.items():
             value = record.get(name)
             if value is None:
@@ -109,12 +94,12 @@ def _json_records(path: Path, id_field: str, fields: dict[str, bool]) -> Iterato
                 continue
             if not isinstance(value, str):
                 raise BadInputError(path, f"expected a string, found {type(value).__name__}", line=number, field=name)
-            out[name] = _check_text(path, value, number, name)
+            out[name] = check_text(path, value, number, name)
         yield number, out
 
 
 def tsv_rows(path: Path, columns: int, skip_header: str | None = None) -> Iterator[tuple[int, list[str]]]:
-    for number, line in _lines(path):
+    for number, line in lines(path):
         parts = line.split("\t")
         if skip_header is not None and number == 1 and parts[0].strip() == skip_header:
             continue
@@ -123,7 +108,7 @@ def tsv_rows(path: Path, columns: int, skip_header: str | None = None) -> Iterat
         yield number, parts
 
 
-class _Collector:
+class Collector:
     """Accumulates rows of one table, rejecting duplicate ids and empty text with their location.
 
     With a ``schema`` (id column first), every :attr:`BATCH_ROWS` rows become an Arrow record batch and
@@ -228,86 +213,18 @@ def qrels_rows(rows: Iterator[tuple[int, str, str, str]], path: Path, unit: str)
     return out
 
 
-def read_beir(data_dir: str | Path, split: str = "train", corpus_file: Path | None = None) -> Dataset:
-    data_dir = Path(data_dir)
-    corpus_path, queries_path = data_dir / "corpus.jsonl", data_dir / "queries.jsonl"
-    corpus = _Collector(corpus_path, "_id", schema=CORPUS, sink=corpus_file)
-    for number, rec in _json_records(corpus_path, "_id", {"title": False, "text": True}):
-        corpus.add(number, rec["id"], title=rec["title"], text=rec["text"])
-    corpus.finish()
-    queries = _Collector(queries_path, "_id")
-    for number, rec in _json_records(queries_path, "_id", {"text": True}):
-        queries.add(number, rec["id"], text=rec["text"])
-    queries.finish()
-    qrels_path = data_dir / "qrels" / f"{split}.tsv"
-    rows = ((n, p[0], p[1], p[2]) for n, p in tsv_rows(qrels_path, 3, skip_header="query-id"))
-    qrels = qrels_rows(rows, qrels_path, "line")
-    return _assemble(corpus, queries, qrels, qrels_path, "line", split)
-
-
-def read_msmarco(data_dir: str | Path, split: str = "train", corpus_file: Path | None = None) -> Dataset:
-    data_dir = Path(data_dir)
-    corpus_path = data_dir / "collection.tsv"
-    corpus = _Collector(corpus_path, "pid", schema=CORPUS, sink=corpus_file)
-    for number, (pid, text) in tsv_rows(corpus_path, 2):
-        corpus.add(number, pid.strip(), title=None, text=text)
-    corpus.finish()
-    queries_path = data_dir / f"queries.{split}.tsv"
-    if not queries_path.exists():
-        queries_path = data_dir / "queries.tsv"
-    queries = _Collector(queries_path, "qid")
-    for number, (qid, text) in tsv_rows(queries_path, 2):
-        queries.add(number, qid.strip(), text=text)
-    queries.finish()
-    qrels_path = data_dir / f"qrels.{split}.tsv"
-    rows = []
-    for number, line in _lines(qrels_path):
-        parts = line.split()
-        if len(parts) != 4:
-            raise BadInputError(qrels_path, f"expected 4 columns (qid iter pid relevance), found {len(parts)}", line=number)
-        rows.append((number, parts[0], parts[2], parts[3]))
-    qrels = qrels_rows(iter(rows), qrels_path, "line")
-    return _assemble(corpus, queries, qrels, qrels_path, "line", split)
-
-
-def read_parquet_dataset(data_dir: str | Path, split: str = "train", corpus_file: Path | None = None) -> Dataset:
-    data_dir = Path(data_dir)
-    corpus_path, queries_path = data_dir / "corpus.parquet", data_dir / "queries.parquet"
-    qrels_path = data_dir / "qrels" / f"{split}.parquet"
-    if not qrels_path.exists():
-        qrels_path = data_dir / "qrels.parquet"
-    corpus_table = LazyTable(corpus_path, CORPUS, "corpus")  # read a slice at a time
-    queries_table = read_table(queries_path, QUERIES, "queries")
-    qrels_table = read_table(qrels_path, QRELS, "qrels")
-    corpus = _Collector(corpus_path, "doc_id", unit="row", schema=CORPUS, sink=corpus_file)
-    row = 0
-    for part in corpus_table.slices(_Collector.BATCH_ROWS):
-        for did, title, text in zip(*(part.column(c).to_pylist() for c in CORPUS.names)):
-            corpus.add(row, did, title=title, text=text)
-            row += 1
-    corpus.finish()
-    queries = _Collector(queries_path, "query_id", unit="row")
-    for row, (qid, text) in enumerate(zip(*(queries_table.column(c).to_pylist() for c in QUERIES.names))):
-        queries.add(row, qid, text=text)
-    queries.finish()
-    columns = [qrels_table.column(c).to_pylist() for c in QRELS.names]
-    rows = ((row, q, d, str(r)) for row, (q, d, r) in enumerate(zip(*columns)))
-    qrels = qrels_rows(rows, qrels_path, "row")
-    return _assemble(corpus, queries, qrels, qrels_path, "row", split)
-
-
-def _known(values: list[str], ids: pa.Array) -> np.ndarray:
+def known(values: list[str], ids: pa.Array) -> np.ndarray:
     """Whether each value is one of ``ids`` (a bool per value)."""
     return pc.is_in(pa.array(values, pa.string()), value_set=ids).to_numpy(zero_copy_only=False)
 
 
-def _assemble(corpus: _Collector, queries: _Collector, qrels: dict, qrels_path: Path, unit: str, split: str) -> Dataset:
+def assemble(corpus: Collector, queries: Collector, qrels: dict, qrels_path: Path, unit: str, split: str) -> Dataset:
     if not corpus.rows:
         raise BadInputError(corpus.path, "corpus is empty")
     if not qrels["query_id"]:
         raise BadInputError(qrels_path, f"no judgements in split {split!r}")
-    known_query = _known(qrels["query_id"], queries.all_ids)
-    known_doc = _known(qrels["doc_id"], corpus.all_ids)
+    known_query = known(qrels["query_id"], queries.all_ids)
+    known_doc = known(qrels["doc_id"], corpus.all_ids)
     seen_pairs: dict[tuple[str, str], tuple[int, int]] = {}  # (query, doc) -> (where, relevance) of its first judgement
     copies = set()  # rows repeating an earlier judgement word for word: collapsed into it
     for i, (qid, did, rel, where) in enumerate(zip(qrels["query_id"], qrels["doc_id"], qrels["relevance"], qrels["where"])):
@@ -350,65 +267,3 @@ def _assemble(corpus: _Collector, queries: _Collector, qrels: dict, qrels_path: 
         "positives": sum(1 for r in qrels_table.column("relevance").to_pylist() if r > 0),
     }
     return Dataset(corpus_table, queries_table, qrels_table, stats)
-
-
-def detect_format(data_dir: str | Path) -> str:
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise BadInputError(data_dir, "data directory does not exist")
-    if (data_dir / "corpus.jsonl").exists():
-        return "beir"
-    if (data_dir / "collection.tsv").exists():
-        return "msmarco"
-    if (data_dir / "corpus.parquet").exists():
-        return "parquet"
-    raise BadInputError(
-        data_dir,
-        "cannot tell the layout: expected corpus.jsonl (beir), collection.tsv (msmarco) or corpus.parquet (parquet)",
-    )
-
-
-def source_files(data_dir: str | Path, fmt: str, split: str = "train") -> list[Path]:
-    """The files a layout reads for ``split`` (what the ingest stage's freshness is keyed on)."""
-    data_dir = Path(data_dir)
-    if fmt == "beir":
-        files = [data_dir / "corpus.jsonl", data_dir / "queries.jsonl", data_dir / "qrels" / f"{split}.tsv"]
-    elif fmt == "msmarco":
-        queries = data_dir / f"queries.{split}.tsv"
-        files = [data_dir / "collection.tsv", queries if queries.exists() else data_dir / "queries.tsv", data_dir / f"qrels.{split}.tsv"]
-    elif fmt == "parquet":
-        qrels = data_dir / "qrels" / f"{split}.parquet"
-        files = [data_dir / "corpus.parquet", data_dir / "queries.parquet", qrels if qrels.exists() else data_dir / "qrels.parquet"]
-    else:
-        raise BadInputError(data_dir, f"unknown format {fmt!r}; choose from {sorted(FORMATS)}")
-    for path in files:
-        if not path.exists():
-            raise BadInputError(path, f"file does not exist (needed by the {fmt} layout, split {split!r})")
-    return files
-
-
-READERS = {"beir": read_beir, "msmarco": read_msmarco, "parquet": read_parquet_dataset}
-
-
-def ingest(data_dir: str | Path, fmt: str = "auto", split: str = "train", corpus_file: str | Path | None = None) -> Dataset:
-    """Read and validate a dataset; return corpus, queries (those with a positive in ``split``) and qrels.
-
-    With ``corpus_file``, the corpus is written there as Parquet while it is read (row groups of
-    65,536 documents) and the dataset's corpus is a :class:`~negmine.io.LazyTable` over that file, so
-    no corpus is held in memory whatever its size; a corpus that fits one row group gives the bytes
-    :func:`negmine.io.write_table` would. The caller owns the file; if the dataset is invalid, or the
-    file cannot be written (:class:`~negmine.errors.OutputError` naming it), it is removed and the
-    error raised."""
-    if fmt not in FORMATS:
-        raise BadInputError(data_dir, f"unknown format {fmt!r}; choose from {sorted(FORMATS)}")
-    if fmt == "auto":
-        fmt = detect_format(data_dir)
-    if corpus_file is None:
-        return READERS[fmt](data_dir, split)
-    corpus_file = Path(corpus_file)
-    try:
-        return READERS[fmt](data_dir, split, corpus_file)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            corpus_file.unlink()
-        raise

@@ -10,7 +10,7 @@ import pytest
 from pyarrow import ipc
 
 from negmine.errors import BadInputError
-from negmine.pairs import is_pair_source, read_pairs, text_id
+from negmine.ingest.pairs import is_pair_source, read_pairs, text_id
 
 ROWS = [
     {"anchor": "what purrs", "positive": "Cats purr."},

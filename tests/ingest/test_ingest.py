@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from negmine.errors import BadInputError
-from negmine.ingest import ingest
+from negmine.ingest import ingest, records
 
 from conftest import SAMPLE
 
@@ -138,7 +138,7 @@ def test_a_corpus_is_collected_in_arrow_batches(tmp_path, monkeypatch):
     from negmine import ingest as ingest_mod
 
     whole = ingest_mod.ingest(SAMPLE)
-    monkeypatch.setattr(ingest_mod._Collector, "BATCH_ROWS", 7)
+    monkeypatch.setattr(records.Collector, "BATCH_ROWS", 7)
     batched = ingest_mod.ingest(SAMPLE)
     assert batched.corpus.column("doc_id").num_chunks > 1
     assert batched.corpus.equals(whole.corpus) and batched.queries.equals(whole.queries) and batched.qrels.equals(whole.qrels)
@@ -182,7 +182,7 @@ def test_a_corpus_written_as_it_is_read_is_the_same_table(tmp_path, monkeypatch,
     assert isinstance(streamed.corpus, LazyTable) and streamed.stats == expected.stats
     assert (tmp_path / "streamed.parquet").read_bytes() == (tmp_path / "expected.parquet").read_bytes()
     assert streamed.queries.equals(expected.queries) and streamed.qrels.equals(expected.qrels)
-    monkeypatch.setattr(ingest_mod._Collector, "BATCH_ROWS", 7)
+    monkeypatch.setattr(records.Collector, "BATCH_ROWS", 7)
     ingest_mod.ingest(data, corpus_file=tmp_path / "groups.parquet")
     rows = expected.corpus.num_rows
     assert pq.ParquetFile(tmp_path / "groups.parquet").metadata.num_row_groups == -(-rows // 7)
@@ -210,7 +210,7 @@ def test_a_parquet_corpus_is_read_in_slices_and_rows_are_numbered_across_them(tm
     pq.write_table(pa.table({"doc_id": ids, "title": [None] * 21, "text": ["x"] * 21}), tmp_path / "corpus.parquet", row_group_size=6)
     pq.write_table(pa.table({"query_id": ["q"], "text": ["x?"]}), tmp_path / "queries.parquet")
     pq.write_table(pa.table({"query_id": ["q"], "doc_id": ["d1"], "relevance": [1]}), tmp_path / "qrels.parquet")
-    monkeypatch.setattr(ingest_mod._Collector, "BATCH_ROWS", 8)
+    monkeypatch.setattr(records.Collector, "BATCH_ROWS", 8)
     with pytest.raises(BadInputError) as info:
         ingest(tmp_path)
     assert str(info.value) == f"{tmp_path / 'corpus.parquet'}, field 'doc_id': row 20: duplicate id 'd3' (first seen at row 3)"
@@ -230,7 +230,7 @@ def test_a_streamed_corpus_keeps_no_python_object_per_document(tmp_path, monkeyp
     (data / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"document-{i:08d}", "text": "a b"}) + "\n" for i in range(docs)))
     (data / "queries.jsonl").write_text(json.dumps({"_id": "q", "text": "a?"}) + "\n")
     (data / "qrels" / "train.tsv").write_text(f"query-id\tcorpus-id\tscore\nq\tdocument-{docs - 1:08d}\t1\n")
-    monkeypatch.setattr(ingest_mod._Collector, "BATCH_ROWS", 1000)
+    monkeypatch.setattr(records.Collector, "BATCH_ROWS", 1000)
     ingest_mod.ingest(SAMPLE, corpus_file=tmp_path / "warm.parquet")  # the modules it imports on first use
     tracemalloc.start()
     try:
