@@ -69,14 +69,15 @@ def stage_defaults(stage: str) -> dict:
 def _checks() -> dict[str, Callable]:
     """Per stage, what its runner would refuse in its options, checked before any stage of a pipeline runs."""
     from negmine.rescore import check_teacher
-    from negmine.retrieve.models import check_model
+    from negmine.retrieve.models import check_model, resolve_prompt
     from negmine.runners.retrieve import check_retrieve
     from negmine.runners.sample import check_sample
 
     return {
         "retrieve": check_retrieve,
         "sample": check_sample,
-        "cluster": lambda model=DEFAULT_MODEL, **_: check_model(model),
+        "cluster": lambda model=DEFAULT_MODEL, query_prompt=None, query_prompt_name=None, **_: (
+            check_model(model), resolve_prompt(model, "query", query_prompt, query_prompt_name)),
         "rescore": lambda teacher=None, **_: check_teacher(teacher) if teacher is not None else None,
     }
 

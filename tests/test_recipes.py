@@ -76,8 +76,8 @@ def test_refresh_needs_a_train_stage_and_rescore_a_teacher(tmp_path):
 
 def test_stage_keys_come_from_the_runner_signatures():
     assert stage_keys("retrieve") == [
-        "batch_size", "bm25_backend", "dtype", "engine", "fusion", "index", "k", "max_seq_length", "model", "precision", "ray_actors", "ray_address", "source",
-        "threads",
+        "batch_size", "bm25_backend", "corpus_prompt", "corpus_prompt_name", "dtype", "engine", "fusion", "index", "k", "max_seq_length", "model", "precision",
+        "query_prompt", "query_prompt_name", "ray_actors", "ray_address", "source", "threads",
     ]
     assert stage_keys("ingest") == ["corpus", "format", "positive_column", "query_column", "split"]
 

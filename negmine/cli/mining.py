@@ -7,7 +7,7 @@ import typer
 
 from negmine.cli.app import app, err, given, guarded, print_summary, with_run
 from negmine.cli.options import (
-    ENCODER, ENGINE, EMBEDDINGS, FALSE_NEGATIVES, SOURCE_HELP, STRATEGY_HELP, STRATEGY_PARAMS, TEACHER_HELP, DataOpt, ForceOpt, JsonOpt, RunOpt, opt,
+    ENCODER, ENGINE, EMBEDDINGS, FALSE_NEGATIVES, PROMPTS, SOURCE_HELP, STRATEGY_HELP, STRATEGY_PARAMS, TEACHER_HELP, DataOpt, ForceOpt, JsonOpt, RunOpt, opt,
     options, strategy_params,
 )
 
@@ -55,7 +55,7 @@ def bm25(
 
 
 @app.command()
-@options(ENCODER, EMBEDDINGS, ENGINE)
+@options(ENCODER, EMBEDDINGS, PROMPTS, ENGINE)
 def dense(
     run_dir: Path = RunOpt,
     k: Optional[int] = KOpt,
@@ -111,7 +111,7 @@ def rescore(
 
 
 @app.command()
-@options(ENCODER)
+@options(ENCODER, {name: PROMPTS[name] for name in ("query_prompt", "query_prompt_name")})
 def cluster(
     run_dir: Path = RunOpt,
     n_clusters: Optional[int] = opt("--n-clusters", help="k of k-means (default √#queries, at most 2000)."),
@@ -150,7 +150,7 @@ def sample(
 
 
 @app.command()
-@options(ENCODER, EMBEDDINGS, ENGINE, STRATEGY_PARAMS, FALSE_NEGATIVES, PAIRS)
+@options(ENCODER, EMBEDDINGS, PROMPTS, ENGINE, STRATEGY_PARAMS, FALSE_NEGATIVES, PAIRS)
 def mine(
     data: Path = DataOpt,
     run_dir: Path = RunOpt,

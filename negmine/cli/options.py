@@ -33,6 +33,12 @@ ENCODER = {
     "max_seq_length": (Optional[int], opt("--max-seq-length", help="Tokens per text for the bi-encoder.", default="256")),
     "batch_size": (Optional[int], opt("--batch-size", help="Encoding batch size.", default="64")),
 }
+PROMPTS = {
+    "query_prompt": (Optional[str], opt("--query-prompt", help="Text put before every query (default: the model's own query prompt, where it declares one).")),
+    "corpus_prompt": (Optional[str], opt("--corpus-prompt", help="Text put before every document (default: the model's document/passage/corpus prompt, where it declares one).")),
+    "query_prompt_name": (Optional[str], opt("--query-prompt-name", help="The model's configured prompt to put before every query.")),
+    "corpus_prompt_name": (Optional[str], opt("--corpus-prompt-name", help="The model's configured prompt to put before every document.")),
+}
 EMBEDDINGS = {
     "dtype": (Optional[str], opt("--dtype", help="Stored corpus embeddings: float16 | float32", default="float16")),
     "precision": (Optional[str], opt(

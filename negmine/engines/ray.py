@@ -42,6 +42,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
+from negmine.retrieve.embed import EMBED_CHUNK
 from negmine.retrieve.search import SHARD_SIZE
 from negmine.errors import NegmineError, StageError
 from negmine.io import LazyTable
@@ -109,6 +110,13 @@ class _ModelWorker:
         from negmine.retrieve.encode import encode
 
         return encode(self.model, texts, batch_size)
+
+    def encode_prompted(self, item: tuple[list[str], str | None], batch_size: int) -> np.ndarray:
+        """:meth:`encode` of ``item = (texts, prompt)``: the prompt put before every text."""
+        from negmine.retrieve.encode import encode
+
+        texts, prompt = item
+        return encode(self.model, texts, batch_size, prompt=prompt)
 
     def run_part(self, part: tuple, batch_size: int) -> np.ndarray:
         return self.model.run_part(part, batch_size)
@@ -219,10 +227,11 @@ def embed_corpus(
     path,
     dtype: str = "float16",
     batch_size: int = 64,
-    chunk_size: int = 8192,
+    chunk_size: int = EMBED_CHUNK,
     progress: Callable[[int], None] | None = None,
     parts_dir=None,
     resumed: dict | None = None,
+    prompt: str | None = None,
 ) -> np.ndarray:
     """:func:`negmine.retrieve.embed.embed_corpus` with each chunk encoded on a Ray actor; same file, same bytes.
 
@@ -235,10 +244,10 @@ def embed_corpus(
     from negmine.retrieve.candidates import doc_texts
     from negmine.retrieve.embed import corpus_slices, write_embeddings
 
-    texts = (doc_texts(chunk) for chunk in corpus_slices(corpus, chunk_size))
+    texts = ((doc_texts(chunk), prompt) for chunk in corpus_slices(corpus, chunk_size))
     sizes = [min(chunk_size, len(corpus) - start) for start in range(0, len(corpus), chunk_size)]  # each chunk's rows
     if parts_dir is None:
-        blocks = encoders.map("encode", texts, batch_size, count=len(sizes))
+        blocks = encoders.map("encode_prompted", texts, batch_size, count=len(sizes))
         dim = encoders.dim
     else:
         blocks, dim = _resumable_blocks(encoders, texts, sizes, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {})
@@ -251,7 +260,7 @@ def embed_corpus(
     return emb
 
 
-def _resumable_blocks(encoders: ModelPool, texts: Iterator[list[str]], sizes: list[int], batch_size: int, parts_dir: Path, dtype: str, resumed: dict):
+def _resumable_blocks(encoders: ModelPool, texts: Iterator[tuple[list[str], str | None]], sizes: list[int], batch_size: int, parts_dir: Path, dtype: str, resumed: dict):
     """(the blocks in corpus order, their width): kept chunks read from ``parts_dir``, the others (``texts``
     gives every chunk's, in order; ``sizes`` their lengths) encoded on the actors and kept there (each
     written atomically) as they arrive."""
@@ -260,7 +269,7 @@ def _resumable_blocks(encoders: ModelPool, texts: Iterator[list[str]], sizes: li
     kept = {i: block.shape for i, block in ((i, kept_part(parts_dir, i, rows, mmap=True)) for i, rows in enumerate(sizes)) if block is not None}
     resumed["documents"] = sum(shape[0] for shape in kept.values())
     missing = [i for i in range(len(sizes)) if i not in kept]
-    encoded = encoders.map("encode", (t for i, t in enumerate(texts) if i not in kept), batch_size, count=len(missing))
+    encoded = encoders.map("encode_prompted", (t for i, t in enumerate(texts) if i not in kept), batch_size, count=len(missing))
     dim = encoders.dim if missing else (next(iter(kept.values()))[1] if kept else None)
 
     def blocks():
@@ -298,6 +307,7 @@ def dense_candidates(
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
     shard_size: int | None = None,
+    prompt: str | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """:func:`negmine.retrieve.search.dense_candidates` with query batches encoded on Ray actors and the search
     sharded over Ray tasks of one CPU each (``shard_size`` corpus rows, ``threads`` faiss threads); same tables."""
@@ -309,7 +319,7 @@ def dense_candidates(
     if shard_size < 1:
         raise StageError(f"shard size must be at least 1, got {shard_size}")
     ray = _ray()
-    query_emb = list(encoders.map("encode", chunks(queries.column("text").to_pylist(), query_batch), batch_size))
+    query_emb = list(encoders.map("encode_prompted", ((texts, prompt) for texts in chunks(queries.column("text").to_pylist(), query_batch)), batch_size))
     encoders.release()  # their CPUs/GPUs go to the search tasks
     connect(encoders.address)
     ids = corpus.column("doc_id")

@@ -41,6 +41,7 @@ def embed_corpus(
     progress: Callable[[int], None] | None = None,
     parts_dir: str | Path | None = None,
     resumed: dict | None = None,
+    prompt: str | None = None,
 ) -> np.ndarray:
     """Encode the corpus in chunks into a memory-mapped ``.npy`` (row i = corpus row i); written atomically.
 
@@ -58,16 +59,16 @@ def embed_corpus(
     # texts exist only while it is encoded (a corpus's worth of Python strings would not fit a bounded working set)
     slices = corpus_slices(corpus, chunk_size)
     if parts_dir is None:
-        parts = (encode(model, doc_texts(chunk), batch_size) for chunk in slices)
+        parts = (encode(model, doc_texts(chunk), batch_size, prompt=prompt) for chunk in slices)
     else:
-        parts = _resumable_parts(model, slices, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {})
+        parts = _resumable_parts(model, slices, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {}, prompt)
     emb = write_embeddings(path, parts, corpus.num_rows, embedding_dim(model), dtype, progress)
     if parts_dir is not None:
         shutil.rmtree(parts_dir, ignore_errors=True)
     return emb
 
 
-def _resumable_parts(model, slices: Iterable[pa.Table], batch_size: int, parts_dir: Path, dtype: str, resumed: dict):
+def _resumable_parts(model, slices: Iterable[pa.Table], batch_size: int, parts_dir: Path, dtype: str, resumed: dict, prompt: str | None = None):
     # runs only once write_embeddings has checked dtype (the generator starts when it is first read)
     resumed["documents"] = 0
     for i, chunk in enumerate(slices):
@@ -76,7 +77,7 @@ def _resumable_parts(model, slices: Iterable[pa.Table], batch_size: int, parts_d
             resumed["documents"] += chunk.num_rows
             yield block
             continue
-        block = encode(model, doc_texts(chunk), batch_size).astype(DTYPES[dtype])
+        block = encode(model, doc_texts(chunk), batch_size, prompt=prompt).astype(DTYPES[dtype])
         save_part(parts_dir, i, block)
         yield block
 

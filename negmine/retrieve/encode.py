@@ -19,8 +19,11 @@ CPU_BATCH_TOKENS = 2048
 release_memory = malloc_trim
 
 
-def encode(model, texts: list[str], batch_size: int = 64, prompt_name: str | None = None) -> np.ndarray:
+def encode(model, texts: list[str], batch_size: int = 64, prompt_name: str | None = None, prompt: str | None = None) -> np.ndarray:
     """Normalised float32 embeddings, ``batch_size`` texts per forward pass at most.
+
+    ``prompt`` (a text put before every text, as sentence-transformers' ``encode(prompt=...)``) or
+    ``prompt_name`` (one of the model's configured prompts); see negmine.retrieve.models.resolve_prompt.
 
     Texts are sorted by token length (longest first) so a batch holds texts of similar length and
     little padding; on CPU a batch also holds at most :data:`CPU_BATCH_TOKENS` padded tokens.
@@ -30,10 +33,10 @@ def encode(model, texts: list[str], batch_size: int = 64, prompt_name: str | Non
     budget = CPU_BATCH_TOKENS if _on_cpu(model) else None
     with torch.inference_mode():
         if budget is None or len(texts) <= 1:
-            return _st_encode(model, texts, batch_size, prompt_name)
+            return _st_encode(model, texts, batch_size, prompt_name, prompt)
         out = None
-        for batch in token_batches(token_lengths(model, texts, prompt_name), batch_size, budget):
-            part = _st_encode(model, [texts[i] for i in batch], len(batch), prompt_name)
+        for batch in token_batches(token_lengths(model, texts, prompt_name, prompt), batch_size, budget):
+            part = _st_encode(model, [texts[i] for i in batch], len(batch), prompt_name, prompt)
             release_memory()
             if out is None:
                 out = np.empty((len(texts), part.shape[1]), dtype=np.float32)
@@ -41,8 +44,10 @@ def encode(model, texts: list[str], batch_size: int = 64, prompt_name: str | Non
     return out
 
 
-def _st_encode(model, texts: list[str], batch_size: int, prompt_name: str | None) -> np.ndarray:
+def _st_encode(model, texts: list[str], batch_size: int, prompt_name: str | None, prompt: str | None = None) -> np.ndarray:
     import torch
+
+    prompting = {"prompt_name": prompt_name} if prompt is None else {"prompt": prompt}
 
     if _weights_dtype(model) in (None, torch.float32):
         emb = model.encode(
@@ -51,11 +56,11 @@ def _st_encode(model, texts: list[str], batch_size: int, prompt_name: str | None
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
-            prompt_name=prompt_name,
+            **prompting,
         )
         return np.ascontiguousarray(emb, dtype=np.float32)
     # lower precision: normalise in float32 (a bfloat16 norm is off by up to 1e-2)
-    emb = model.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False, prompt_name=prompt_name)
+    emb = model.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False, **prompting)
     return np.ascontiguousarray(torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy(), dtype=np.float32)
 
 
@@ -71,12 +76,13 @@ def _on_cpu(model) -> bool:
     return getattr(device, "type", "cpu") == "cpu"
 
 
-def token_lengths(model, texts: list[str], prompt_name: str | None = None) -> list[int]:
+def token_lengths(model, texts: list[str], prompt_name: str | None = None, prompt: str | None = None) -> list[int]:
     """Each text's length in tokens as the model will see it (prompt and special tokens included, truncated)."""
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:  # a model without a tokenizer we can call: ~4 characters per token
         return [len(t) // 4 + 2 for t in texts]
-    prompt = (getattr(model, "prompts", None) or {}).get(prompt_name, "") if prompt_name else ""
+    if prompt is None:
+        prompt = (getattr(model, "prompts", None) or {}).get(prompt_name, "") if prompt_name else ""
     limit = getattr(model, "max_seq_length", None)
     lengths: list[int] = []
     # slices keep the token-id lists (Python ints) that the tokenizer returns small and short-lived

@@ -50,7 +50,7 @@ _POOLING_KEYS = {
 }
 
 
-def _read_json(fetch, filename: str) -> dict | list | None:
+def read_json(fetch, filename: str) -> dict | list | None:
     path = fetch(filename)
     if path is None:
         return None
@@ -60,7 +60,7 @@ def _read_json(fetch, filename: str) -> dict | list | None:
         return None
 
 
-def _fetcher(name_or_path: str):
+def fetcher(name_or_path: str):
     """filename → a local path of that file of the model (None where it has none): a folder's files,
     or a hub model's through huggingface_hub (its cache first; offline it reads only the cache)."""
     local = Path(name_or_path).expanduser()
@@ -85,8 +85,8 @@ def _accepts(config: dict, allowed: dict) -> bool:
 def plain_layout(name_or_path: str) -> dict | None:
     """What :class:`PlainEncoder` needs to know of a model, or None where the model is not the plain
     Transformer → Pooling [→ Normalize] layout (sentence-transformers then loads it)."""
-    fetch = _fetcher(str(name_or_path))
-    modules = _read_json(fetch, "modules.json")
+    fetch = fetcher(str(name_or_path))
+    modules = read_json(fetch, "modules.json")
     if not isinstance(modules, list) or len(modules) not in (2, 3):
         return None
     kinds = [str(m.get("type", "")) for m in modules if isinstance(m, dict)]
@@ -95,12 +95,12 @@ def plain_layout(name_or_path: str) -> dict | None:
         return None
     if modules[0].get("path", "") != "":
         return None
-    st_config = _read_json(fetch, "config_sentence_transformers.json") or {}
+    st_config = read_json(fetch, "config_sentence_transformers.json") or {}
     if not isinstance(st_config, dict) or st_config.get("model_type", "SentenceTransformer") != "SentenceTransformer":
         return None
-    transformer = _read_json(fetch, "sentence_bert_config.json") or {}
-    pooling = _read_json(fetch, f"{modules[1].get('path', '')}/config.json")
-    model_config = _read_json(fetch, "config.json")
+    transformer = read_json(fetch, "sentence_bert_config.json") or {}
+    pooling = read_json(fetch, f"{modules[1].get('path', '')}/config.json")
+    model_config = read_json(fetch, "config.json")
     if not (isinstance(transformer, dict) and _accepts(transformer, _TRANSFORMER_KEYS)):
         return None
     if not (isinstance(pooling, dict) and _accepts(pooling, _POOLING_KEYS)):
@@ -191,14 +191,15 @@ class PlainEncoder:
 
     def encode(
         self, texts: list[str], batch_size: int = 32, prompt_name: str | None = None, normalize_embeddings: bool = False,
-        convert_to_numpy: bool = True, convert_to_tensor: bool = False, show_progress_bar: bool = False,
+        convert_to_numpy: bool = True, convert_to_tensor: bool = False, show_progress_bar: bool = False, prompt: str | None = None,
     ):
         """One embedding per text, in order, as ``SentenceTransformer.encode`` returns it: a tensor in the
         weights' dtype (``convert_to_tensor``) or a float32 array. Batches are formed as sentence-transformers
         forms them (texts sorted by character length, longest first)."""
         import torch
 
-        prompt = self.prompts.get(prompt_name, "") if prompt_name else ""
+        if prompt is None:  # as sentence-transformers: a prompt text wins over a prompt name
+            prompt = self.prompts.get(prompt_name, "") if prompt_name else ""
         order = np.argsort([-len(t) for t in texts])
         out = []
         with torch.inference_mode():

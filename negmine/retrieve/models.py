@@ -113,3 +113,43 @@ def _pad_to_multiple(model, multiple: int) -> None:
         kwargs = getattr(module, "processing_kwargs", None)
         if isinstance(kwargs, dict):
             kwargs.setdefault("text", {})["pad_to_multiple_of"] = multiple
+
+
+# The prompt names sentence-transformers' encode_query / encode_document look for, in order.
+PROMPT_NAMES = {"query": ("query",), "document": ("document", "passage", "corpus")}
+PROMPT_OPTIONS = {"query": ("--query-prompt", "--query-prompt-name"), "document": ("--corpus-prompt", "--corpus-prompt-name")}
+
+
+def configured_prompts(name_or_path: str) -> tuple[dict[str, str], str | None]:
+    """The prompts a model declares in its sentence-transformers config, and its default prompt name
+    (read from the files: no model is loaded)."""
+    from negmine.retrieve.encoder import fetcher, read_json
+
+    config = read_json(fetcher(str(name_or_path)), "config_sentence_transformers.json") or {}
+    prompts = config.get("prompts") if isinstance(config, dict) else None
+    default = config.get("default_prompt_name") if isinstance(config, dict) else None
+    return ({str(k): str(v) for k, v in prompts.items()} if isinstance(prompts, dict) else {}), (str(default) if default else None)
+
+
+def resolve_prompt(model: str, role: str, prompt: str | None = None, prompt_name: str | None = None) -> str:
+    """The text put before every ``role`` text ("query" or "document") when ``model`` encodes it.
+
+    ``prompt`` as given; else the model's prompt called ``prompt_name``; else, as
+    sentence-transformers' ``encode_query`` / ``encode_document`` do, the model's prompt for the role
+    (:data:`PROMPT_NAMES`), else its default prompt; else none (""). What it returns is part of every
+    cache key of what is encoded with it.
+    """
+    text_option, name_option = PROMPT_OPTIONS[role]
+    if prompt is not None and prompt_name is not None:
+        raise BadInputError(text_option, f"give {text_option} or {name_option}, not both")
+    if prompt is not None:
+        return prompt
+    prompts, default = configured_prompts(model)
+    if prompt_name is not None:
+        if prompt_name not in prompts:
+            raise BadInputError(name_option, f"the model declares no prompt {prompt_name!r}; its prompts are {sorted(prompts)}")
+        return prompts[prompt_name]
+    for name in PROMPT_NAMES[role]:
+        if name in prompts:
+            return prompts[name]
+    return prompts.get(default, "") if default else ""

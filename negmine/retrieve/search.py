@@ -265,6 +265,7 @@ def dense_candidates(
     index_params: dict | None = None,
     stats: dict | None = None,
     shard_size: int = SHARD_SIZE,
+    prompt: str | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """Top-``k`` candidates per query by inner product, and s(q, d+) of every labelled positive.
 
@@ -283,7 +284,7 @@ def dense_candidates(
     hits, query_emb = [], []
     if index == "flat":  # exact: the corpus a shard at a time, so the float32 copy faiss searches stays bounded
         for texts in chunks(queries.column("text").to_pylist(), query_batch):
-            query_emb.append(encode(model, texts, batch_size))
+            query_emb.append(encode(model, texts, batch_size, prompt=prompt))
         for emb, (scores, rows) in zip(query_emb, sharded_top_k(corpus_embeddings, query_emb, k, shard_size)):
             hits.extend(ranked_hits(scores, rows, ids))
             if progress:
@@ -291,7 +292,7 @@ def dense_candidates(
         return dense_tables(corpus, queries, qrels, corpus_embeddings, query_emb, hits)
     searcher = build_index(corpus_embeddings, index, **(index_params or {}))
     for texts in chunks(queries.column("text").to_pylist(), query_batch):
-        emb = encode(model, texts, batch_size)
+        emb = encode(model, texts, batch_size, prompt=prompt)
         hits.extend(ranked_hits(*top_k(searcher, emb, k), ids))
         query_emb.append(emb)
         if progress:

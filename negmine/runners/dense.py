@@ -28,12 +28,12 @@ from negmine.runners.base import (
 from negmine.schemas import CANDIDATES, CORPUS, POSITIVE_SCORES, QRELS, QUERIES
 
 
-def _embed_config(model: str, max_seq_length, dtype: str, batch_size: int, chunk_size: int, precision: str = "float32") -> dict:
+def _embed_config(model: str, max_seq_length, dtype: str, batch_size: int, chunk_size: int, precision: str = "float32", prompt: str = "") -> dict:
     from negmine.retrieve.encode import CPU_BATCH_TOKENS
 
     config = {"model": model_id(model), "max_seq_length": max_seq_length, "dtype": dtype, "batch_size": batch_size, "cpu_batch_tokens": CPU_BATCH_TOKENS}
     # chunks decide which texts share a padded batch; precision changes the floats
-    return config | unless_default(chunk_size=(chunk_size, EMBED_CHUNK), precision=(precision, "float32"))
+    return config | unless_default(chunk_size=(chunk_size, EMBED_CHUNK), precision=(precision, "float32"), corpus_prompt=(prompt, ""))
 
 
 def _encoder(engine: str, model: str, max_seq_length, ray_address: str | None = None, precision: str = "float32", ray_actors: int | None = None):
@@ -70,10 +70,16 @@ def _embed_parts_dir(output: Path, config: dict, inputs: list[Path]) -> Path:
 
 def embed_stage(run: Run, model: str = DEFAULT_MODEL, max_seq_length: int | None = 256, dtype: str = "float16", batch_size: int = 64, loaded=None, progress=None, force: bool = False,
                 chunk_size: int = EMBED_CHUNK, engine: str = "local", ray_address: str | None = None, precision: str = "auto",
-                ray_actors: int | None = None) -> StageResult:
-    """Encode the corpus → embeddings/corpus.npy (``dtype`` on disk; the model runs in ``precision``)."""
+                ray_actors: int | None = None, corpus_prompt: str | None = None, corpus_prompt_name: str | None = None) -> StageResult:
+    """Encode the corpus → embeddings/corpus.npy (``dtype`` on disk; the model runs in ``precision``).
+
+    ``corpus_prompt`` / ``corpus_prompt_name``: the text put before every document (default: the
+    model's own document prompt, where it declares one; negmine.retrieve.models.resolve_prompt)."""
+    from negmine.retrieve.models import resolve_prompt
+
     check_engine(engine)
     precision = check_precision(precision, engine)
+    prompt = resolve_prompt(model, "document", corpus_prompt, corpus_prompt_name)
     if engine == "ray":
         from negmine.engines.ray import embed_corpus
     else:
@@ -81,7 +87,7 @@ def embed_stage(run: Run, model: str = DEFAULT_MODEL, max_seq_length: int | None
 
     inputs = table_paths(run, "corpus")
     outputs = [run.file("embeddings/corpus.npy")]
-    config = _embed_config(model, max_seq_length, dtype, batch_size, chunk_size, precision)
+    config = _embed_config(model, max_seq_length, dtype, batch_size, chunk_size, precision, prompt)
 
     def compute():
         corpus = LazyTable(inputs[0], CORPUS, "corpus")  # read a chunk at a time as it is encoded
@@ -90,13 +96,13 @@ def embed_stage(run: Run, model: str = DEFAULT_MODEL, max_seq_length: int | None
         parts_dir, resumed = _embed_parts_dir(outputs[0], config, inputs), {}
         started = time.perf_counter()  # the encode alone: model loading is not part of docs/s
         try:
-            emb = embed_corpus(corpus, encoder, outputs[0], dtype, batch_size, chunk_size=chunk_size, progress=progress, parts_dir=parts_dir, resumed=resumed)
+            emb = embed_corpus(corpus, encoder, outputs[0], dtype, batch_size, chunk_size=chunk_size, progress=progress, parts_dir=parts_dir, resumed=resumed, prompt=prompt)
         finally:
             if engine == "ray" and loaded is None:
                 encoder.close()
         encode_s = time.perf_counter() - started
         encoded = int(emb.shape[0]) - resumed.get("documents", 0)
-        return {"documents": int(emb.shape[0]), "dim": int(emb.shape[1]), "dtype": dtype, "precision": precision, "encode_s": round(encode_s, 3),
+        return {"documents": int(emb.shape[0]), "dim": int(emb.shape[1]), "dtype": dtype, "precision": precision, **({"corpus_prompt": prompt} if prompt else {}), "encode_s": round(encode_s, 3),
                 "docs_per_s": round(encoded / max(encode_s, 1e-9), 1)} | (
                     {"documents_resumed": resumed["documents"]} if resumed.get("documents") else {}) | ran_on(engine) | _encoder_kind(engine, encoder)
 
@@ -105,8 +111,15 @@ def embed_stage(run: Run, model: str = DEFAULT_MODEL, max_seq_length: int | None
 
 def dense_stage(run: Run, model: str = DEFAULT_MODEL, k: int = 100, max_seq_length: int | None = 256, dtype: str = "float16", batch_size: int = 64, threads: int | None = None, progress=None, force: bool = False,
                 chunk_size: int = EMBED_CHUNK, query_batch: int = QUERY_BATCH, engine: str = "local", ray_address: str | None = None, shard_size: int | None = None,
-                index: str = "flat", nprobe: int = 16, ef_search: int = 128, precision: str = "auto", ray_actors: int | None = None) -> list[StageResult]:
+                index: str = "flat", nprobe: int = 16, ef_search: int = 128, precision: str = "auto", ray_actors: int | None = None,
+                query_prompt: str | None = None, corpus_prompt: str | None = None, query_prompt_name: str | None = None,
+                corpus_prompt_name: str | None = None) -> list[StageResult]:
     """Embed the corpus (cached) and search; returns the embed and dense stage results.
+
+    Prompts: ``query_prompt`` / ``query_prompt_name`` before every query, ``corpus_prompt`` /
+    ``corpus_prompt_name`` before every document; by default the model's own prompts for queries and
+    documents where it declares them, as sentence-transformers' ``encode_query`` / ``encode_document``
+    (negmine.retrieve.models.resolve_prompt). Each is part of its stage's cache key.
 
     ``precision`` is the encoder's (negmine.retrieve.device.PRECISIONS): float32, or bfloat16 (faster on CPUs
     that compute it in hardware, AVX512-BF16/AMX; bench/encode_efficiency.py measures it), float16 on a GPU; corpus and queries are encoded alike.
@@ -126,6 +139,10 @@ def dense_stage(run: Run, model: str = DEFAULT_MODEL, k: int = 100, max_seq_leng
     from negmine.retrieve.search import INDEXES
 
     precision = check_precision(precision, engine)
+    from negmine.retrieve.models import resolve_prompt
+
+    prompt = resolve_prompt(model, "query", query_prompt, query_prompt_name)
+    document_prompt = resolve_prompt(model, "document", corpus_prompt, corpus_prompt_name)
     if index not in INDEXES:
         raise BadInputError("--index", f"unknown value {index!r}; choose from {sorted(INDEXES)}")
     if engine == "ray" and index != "flat":
@@ -143,14 +160,15 @@ def dense_stage(run: Run, model: str = DEFAULT_MODEL, k: int = 100, max_seq_leng
         return holder["model"]
 
     inputs_embed = table_paths(run, "corpus")
-    embed_config = _embed_config(model, max_seq_length, dtype, batch_size, chunk_size, precision)
+    embed_config = _embed_config(model, max_seq_length, dtype, batch_size, chunk_size, precision, document_prompt)
     try:
         embed_loaded = None if (not force and run.is_fresh("embed", embed_config, inputs_embed)) else model_once()
-        embed = embed_stage(run, model, max_seq_length, dtype, batch_size, loaded=embed_loaded, progress=progress, force=force, chunk_size=chunk_size, engine=engine, ray_address=ray_address, precision=precision, ray_actors=ray_actors)
+        embed = embed_stage(run, model, max_seq_length, dtype, batch_size, loaded=embed_loaded, progress=progress, force=force, chunk_size=chunk_size, engine=engine, ray_address=ray_address, precision=precision, ray_actors=ray_actors,
+                            corpus_prompt=document_prompt)
         inputs = table_paths(run, "corpus", "queries", "qrels") + [run.file("embeddings/corpus.npy")]
         outputs = table_paths(run, "candidates_dense", "positive_scores_dense")
         index_params = {"nprobe": nprobe} if index == "ivf" else {"ef_search": ef_search} if index == "hnsw" else {}
-        config = {"model": model_id(model), "k": k, "max_seq_length": max_seq_length, "batch_size": batch_size, "cpu_batch_tokens": embed_config["cpu_batch_tokens"]} | unless_default(query_batch=(query_batch, QUERY_BATCH), index=(index, "flat"), precision=(precision, "float32")) | index_params
+        config = {"model": model_id(model), "k": k, "max_seq_length": max_seq_length, "batch_size": batch_size, "cpu_batch_tokens": embed_config["cpu_batch_tokens"]} | unless_default(query_batch=(query_batch, QUERY_BATCH), index=(index, "flat"), precision=(precision, "float32"), query_prompt=(prompt, "")) | index_params
 
         def compute():
             import pyarrow as pa
@@ -163,10 +181,10 @@ def dense_stage(run: Run, model: str = DEFAULT_MODEL, k: int = 100, max_seq_leng
             extra = {"index": index, "index_params": index_params, "stats": index_stats} if engine == "local" else {}
             if shard_size is not None:
                 extra["shard_size"] = shard_size
-            candidates, positives = dense_candidates(corpus, queries, qrels, emb, model_once(), k, batch_size, query_batch, threads=threads, **extra)
+            candidates, positives = dense_candidates(corpus, queries, qrels, emb, model_once(), k, batch_size, query_batch, threads=threads, prompt=prompt, **extra)
             write_table(candidates, outputs[0], CANDIDATES)
             write_table(positives, outputs[1], POSITIVE_SCORES)
-            return retrieval_stats(candidates, positives) | ran_on(engine) | index_stats
+            return retrieval_stats(candidates, positives) | ({"query_prompt": prompt} if prompt else {}) | ran_on(engine) | index_stats
 
         return [embed, run_stage(run, "dense", config, inputs, outputs, compute, force)]
     finally:

@@ -147,11 +147,11 @@ def test_an_interrupted_encode_resumes_on_ray_from_the_kept_chunks(runs, tmp_pat
     ingest_stage(run, sample_slice)
     real_encode, calls = negmine.retrieve.encode.encode, []
 
-    def failing(model, texts, batch_size=64, prompt_name=None):
+    def failing(model, texts, batch_size=64, prompt_name=None, prompt=None):
         if len(calls) == 2:
             raise KeyboardInterrupt  # Ctrl-C in the third of four chunks
         calls.append(len(texts))
-        return real_encode(model, texts, batch_size, prompt_name)
+        return real_encode(model, texts, batch_size, prompt_name, prompt)
 
     monkeypatch.setattr(negmine.retrieve.embed, "encode", failing)
     settings = {"max_seq_length": DENSE["max_seq_length"], "chunk_size": DENSE["chunk_size"]}
@@ -245,7 +245,7 @@ def test_sharded_search_breaks_ties_like_one_index(ray_cluster):
         address = None
 
         def map(self, method, parts, batch_size):
-            return (Model().encode(p) for p in parts)
+            return (Model().encode(p[0] if method == "encode_prompted" else p) for p in parts)  # (texts, prompt) items
 
         def release(self):
             pass

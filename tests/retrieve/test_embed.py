@@ -19,11 +19,11 @@ def test_interrupted_embed_resumes_with_the_same_bytes(tmp_path, model_path, mon
     ingest_stage(run, SAMPLE)
     real_encode, calls = negmine.retrieve.encode.encode, []
 
-    def failing(model, texts, batch_size=64, prompt_name=None):
+    def failing(model, texts, batch_size=64, prompt_name=None, prompt=None):
         if len(calls) == 3:
             raise KeyboardInterrupt  # Ctrl-C in the fourth chunk
         calls.append(len(texts))
-        return real_encode(model, texts, batch_size, prompt_name)
+        return real_encode(model, texts, batch_size, prompt_name, prompt)
 
     monkeypatch.setattr(negmine.retrieve.embed, "encode", failing)
     with pytest.raises(KeyboardInterrupt):
@@ -34,7 +34,7 @@ def test_interrupted_embed_resumes_with_the_same_bytes(tmp_path, model_path, mon
     assert sorted(p.name for p in parts.iterdir()) == ["000000.npy", "000001.npy", "000002.npy"]
 
     calls.clear()
-    monkeypatch.setattr(negmine.retrieve.embed, "encode", lambda model, texts, batch_size=64, prompt_name=None: calls.append(len(texts)) or real_encode(model, texts, batch_size, prompt_name))
+    monkeypatch.setattr(negmine.retrieve.embed, "encode", lambda model, texts, batch_size=64, prompt_name=None, prompt=None: calls.append(len(texts)) or real_encode(model, texts, batch_size, prompt_name, prompt))
     result = embed_stage(run, model_path, max_seq_length=64, chunk_size=16)
     documents = result.entry["stats"]["documents"]
     assert result.entry["stats"]["documents_resumed"] == 48
@@ -48,11 +48,11 @@ def test_parts_of_another_setting_are_not_reused(tmp_path, model_path, monkeypat
     ingest_stage(run, SAMPLE)
     real_encode, calls = negmine.retrieve.encode.encode, []
 
-    def failing(model, texts, batch_size=64, prompt_name=None):
+    def failing(model, texts, batch_size=64, prompt_name=None, prompt=None):
         if calls:
             raise KeyboardInterrupt
         calls.append(1)
-        return real_encode(model, texts, batch_size, prompt_name)
+        return real_encode(model, texts, batch_size, prompt_name, prompt)
 
     monkeypatch.setattr(negmine.retrieve.embed, "encode", failing)
     with pytest.raises(KeyboardInterrupt):

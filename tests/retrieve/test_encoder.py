@@ -73,6 +73,14 @@ def test_cls_pooling_and_prompts_match_too(tmp_path, model_path, texts):
     assert ours.tobytes() != both(path, texts[:12])[0].tobytes()  # the prompt was applied
 
 
+def test_a_prompt_given_as_text_matches_sentence_transformers_too(model_path, texts):
+    plain = load_model(model_path, 128)
+    st = load_model(model_path, 128, loader="sentence-transformers")
+    ours, theirs = encode(plain, texts[:12], 8, prompt="Represent this passage: "), encode(st, texts[:12], 8, prompt="Represent this passage: ")
+    assert ours.tobytes() == theirs.tobytes()
+    assert ours.tobytes() != encode(plain, texts[:12], 8).tobytes()
+
+
 def test_a_bert_variant_negmine_does_not_run_goes_to_transformers(tmp_path, model_path, texts):
     path = variant(model_path, tmp_path / "gelu-new", config={"hidden_act": "gelu_new"})
     ours, theirs = both(path, texts[:10], own_bert=False)
