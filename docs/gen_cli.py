@@ -88,4 +88,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(PAGE.parent.parent))  # this checkout's negmine, whatever else is installed
     sys.exit(main(sys.argv[1:]))
