@@ -12,7 +12,7 @@ changed (``--num-negatives 5``) on the first run's directory: only ``sample`` re
 
 Prints a table (median of each tool, ratio of medians, overlap of the negative sets) and writes it to
 bench/results/vs_sentence_transformers.md. ``--max-docs`` keeps the positives plus the first N other
-documents (a quick check; the figures in the README use the whole corpus). ``--precision`` is
+documents (a quick check; the figures in docs/benchmarks.md use the whole corpus). ``--precision`` is
 negmine's ``--precision`` (the encoder's weights; default ``auto``, negmine's own default: bfloat16 on a
 CPU with AVX512-BF16 or AMX, float32 elsewhere), ``--st-precision`` the same for sentence-transformers
 (its model cast with ``model.to``; default float32, its own default). The file is named by the precisions

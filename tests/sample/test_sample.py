@@ -1,4 +1,4 @@
-"""Sampling strategies: SimANS weights against the formula, and the DESIGN.md invariants."""
+"""Sampling strategies: SimANS weights against the formula, and the invariants of docs/data-contract.md."""
 
 import math
 
