@@ -1,6 +1,6 @@
 """Errors that negmine raises on purpose, each with the exit code the CLI maps it to.
 
-Exit codes (documented in the README):
+Exit codes (docs/exit-codes.md):
     0  success
     1  a stage failed (StageError, or an unexpected exception), or an output could not be
        written (OutputError: disk full, file too large, read-only or not a directory; the

@@ -1,7 +1,7 @@
 """Export the negatives triple table as training files for the libraries that consume hard negatives.
 
 Every exporter is a pure function ``(negatives, queries, corpus, qrels, **options) -> (table, stats)``;
-text is joined from ``queries`` and ``corpus`` (the triple table holds ids only, DESIGN.md). Rows follow
+text is joined from ``queries`` and ``corpus`` (the triple table holds ids only, docs/data-contract.md). Rows follow
 the order of the queries table, then positive id, then ``neg_rank``, so the same run exports the same bytes.
 
 Formats (``EXPORTERS``):

@@ -1,4 +1,4 @@
-"""The run directory: its manifest, its lock, and stage bookkeeping (DESIGN.md, "The run directory").
+"""The run directory: its manifest, its lock, and stage bookkeeping (docs/data-contract.md, the run directory).
 
 ``manifest.json`` keeps, for every stage, its config, the sha256 of its inputs and outputs, row
 counts, wall time, peak memory and package versions. :meth:`Run.is_fresh` says whether a stage

@@ -1,4 +1,4 @@
-"""Arrow schemas of every negmine table, declared once (see DESIGN.md, "Tables").
+"""Arrow schemas of every negmine table, declared once (see docs/data-contract.md).
 
 Every read goes through :func:`negmine.io.read_table`, which checks the file against the
 schema named here; every write goes through :func:`negmine.io.write_table`, which casts to it.

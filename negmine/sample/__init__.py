@@ -5,7 +5,7 @@ pool`` in one module of this package. An index ``i >= len(pool)`` names a corpus
 (``pool.corpus_ids[i - len(pool)]``, see :meth:`QueryPool.neg_id`): such negatives get null
 ``retriever_score`` and ``source_rank``. A strategy that assigns curriculum stages returns
 ``(indices, stages)`` instead; every other strategy's negatives get a null ``stage``.
-The driver here keeps the invariants of DESIGN.md for all of them: labelled positives are removed
+The driver here keeps the invariants of docs/data-contract.md for all of them: labelled positives are removed
 from pools before a strategy sees them (and a corpus draw that returns one is rejected), negative
 doc ids are unique per pair, at most ``num_negatives`` per (query, positive), and each pair's generator depends only on
 (seed, query_id, pos_id), so the same inputs and seed give byte-identical output.
