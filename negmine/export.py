@@ -9,11 +9,30 @@ Formats (``EXPORTERS``):
 - ``sentence-transformers`` — the layouts of ``sentence_transformers.util.mine_hard_negatives``
   (``output_format``), ready for ``SentenceTransformerTrainer``:
   ``n-tuple`` (anchor, positive, negative_1..negative_n; one row per (query, positive), pairs with fewer
-  than n negatives are dropped and counted), ``triplet`` (anchor, positive, negative; one row per negative)
-  and ``labeled-pair`` (anchor, positive, label; 1 for each positive, 0 for each distinct negative of the query).
+  than n negatives are dropped and counted), ``triplet`` (anchor, positive, negative; one row per negative),
+  ``labeled-pair`` (anchor, positive, label; 1 for each positive, 0 for each distinct negative of the query)
+  and ``labeled-list`` (anchor, positive: [the positive, its negatives...], labels: [1, 0, ...]; one row
+  per (query, positive), for listwise reranker losses such as LambdaLoss).
 - ``flagembedding`` — FlagEmbedding's fine-tuning JSONL: ``{"query", "pos": [...], "neg": [...]}``, one line per query.
-- ``tevatron`` — Tevatron's training JSONL: ``{"query_id", "query", "positive_passages", "negative_passages"}``
-  with passages ``{"docid", "title", "text"}``, one line per query.
+- ``tevatron`` — Tevatron's training JSONL, one line per query, in one of two layouts: ``passages``
+  ``{"query_id", "query", "positive_passages", "negative_passages"}`` with passages ``{"docid", "title", "text"}``,
+  or ``ids`` ``{"query_id", "query_text", "positive_document_ids", "negative_document_ids"}`` with a separate
+  corpus file of ``{"docid", "title", "text"}`` records (:func:`tevatron_corpus`: the documents the export names).
+
+Scores (``scores``: a mapping (query_id, doc_id) → score, from the retriever or a teacher, see
+negmine.runners.export), for distillation. Where they are given, each format carries them as its consumer reads them:
+
+- sentence-transformers, as ``mine_hard_negatives(output_scores=True)`` writes them: ``scores``
+  [s(q, positive), s(q, negative_1), ..., s(q, negative_n)] after the texts (n-tuple; triplet the same with
+  one negative); ``MarginMSELoss`` takes the margins s(q, positive) - s(q, negative_i) from it, and
+  ``DistillKLDivLoss`` the scores themselves. labeled-pair: ``score`` in place of ``label``; labeled-list:
+  ``scores`` (one per document) in place of ``labels``.
+- FlagEmbedding: ``pos_scores`` and ``neg_scores`` after ``neg``, one per document of ``pos`` and ``neg``
+  (its ``knowledge_distillation`` training reads them).
+- Tevatron: a ``score`` in every passage (its distillation dataset reads it). The ``ids`` layout cannot
+  hold them: Tevatron reads that layout's scores from the corpus, one per document for every query.
+
+Without scores no file has a score field.
 
 Documents are ``title + " " + text`` (as the retrievers and the trainer saw them) except in Tevatron,
 which keeps the title apart.
@@ -25,8 +44,9 @@ after the existing fields (which stay as they are) in this order:
 1. ``query_id`` — the query of the row (Tevatron records have it already, in the first place);
 2. the document ids, cell by cell — sentence-transformers: ``pos_id``, ``neg_id_1..n`` (n-tuple; the ids
    of ``positive``, ``negative_1..n``), ``pos_id``, ``neg_id`` (triplet), ``doc_id`` (labeled-pair; the
-   id of ``positive``, whatever its label); FlagEmbedding: ``pos_ids``, ``neg_ids`` (the ids of ``pos``
-   and ``neg``, in their order); Tevatron: none, the passages' ``docid`` are the ids;
+   id of ``positive``, whatever its label), ``doc_ids`` (labeled-list; the ids of the ``positive`` list);
+   FlagEmbedding: ``pos_ids``, ``neg_ids`` (the ids of ``pos`` and ``neg``, in their order); Tevatron:
+   none, the passages' ``docid`` (or the document id lists) are the ids;
 3. ``positive_ids`` — the query's positive group, sorted: its labelled positives (relevance > 0) and
    their text duplicates from the run's ``duplicates.parquet`` when it has one. An in-batch document
    whose id is in an anchor's ``positive_ids`` is no negative of that anchor.
@@ -40,18 +60,16 @@ Tevatron's loaders read their keys by name) and leaves them out of the sentence-
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import pyarrow as pa
 
 from negmine.errors import BadInputError
-from negmine.names import check_name
 
-ST_LAYOUTS = ("n-tuple", "triplet", "labeled-pair")
+ST_LAYOUTS = ("n-tuple", "triplet", "labeled-pair", "labeled-list")
+TEVATRON_LAYOUTS = ("passages", "ids")
+
+Scores = Mapping[tuple[str, str], float]
 
 
 def _positive_ids(qrels: pa.Table, duplicates: pa.Table | None, doc_text: dict) -> dict[str, list[str]]:
@@ -89,14 +107,34 @@ def _query_negatives(by_pos: dict[str, list[str]]) -> list[str]:
     return list(dict.fromkeys(n for pos in sorted(by_pos) for n in by_pos[pos]))
 
 
+def _check_scores(scores: Scores | None, pairs) -> None:
+    """Bad input unless every (query_id, doc_id) of ``pairs`` has a score."""
+    if scores is None:
+        return
+    missing = [pair for pair in dict.fromkeys(pairs) if pair not in scores]
+    if missing:
+        q, d = missing[0]
+        raise BadInputError(
+            "--scores",
+            f"{len(missing)} (query, document) pairs of the export have no score, the first: query {q!r}, document {d!r}; "
+            "scores cover the retrieved candidates and the labelled positives, so a negative drawn from the whole corpus "
+            "(strategies random, star) has none",
+        )
+
+
+def _score_list(scores: Scores, q: str, docs: list[str]) -> list[float]:
+    return [scores[(q, d)] for d in docs]
+
+
 def sentence_transformers_export(
     negatives: pa.Table, queries: pa.Table, corpus: pa.Table, qrels: pa.Table, layout: str = "n-tuple", num_negatives: int | None = None,
-    group_ids: bool | None = None, duplicates: pa.Table | None = None,
+    group_ids: bool | None = None, duplicates: pa.Table | None = None, scores: Scores | None = None,
 ) -> tuple[pa.Table, dict]:
-    """Columns of ``mine_hard_negatives(output_format=layout)``; ``num_negatives`` (n-tuple) defaults to the widest pair.
+    """Columns of ``mine_hard_negatives(output_format=layout)``, and with ``scores`` those of ``output_scores=True``.
 
-    With ``group_ids`` (off by default: the trainer would read extra columns as texts), the id columns of
-    the module docstring follow the text columns.
+    ``num_negatives``: the n-tuple's negative columns (default: the widest pair), or the most negatives of a
+    labeled-list row (default: all of the pair's). With ``group_ids`` (off by default: the trainer would read
+    extra columns as texts), the id columns of the module docstring follow.
     """
     if layout not in ST_LAYOUTS:
         raise BadInputError("--layout", f"unknown sentence-transformers layout {layout!r}; choose from {sorted(ST_LAYOUTS)}")
@@ -104,13 +142,14 @@ def sentence_transformers_export(
     grouped = _grouped(negatives)
     pairs = [(q, p, grouped[q][p]) for q in query_ids if q in grouped for p in sorted(grouped[q])]
     stats = {"layout": layout, "pairs": len(pairs), "queries": sum(q in grouped for q in query_ids)}
+    texts = lambda ids: pa.array([doc_text[d] for d in ids], pa.string())  # noqa: E731
+    score_lists = lambda rows: pa.array([_score_list(scores, q, docs) for q, docs in rows], pa.list_(pa.float64()))  # noqa: E731
     if layout == "triplet":
         rows = [(q, p, n) for q, p, negs in pairs for n in negs]
-        columns = {
-            "anchor": pa.array([query_text[q] for q, _, _ in rows], pa.string()),
-            "positive": pa.array([doc_text[p] for _, p, _ in rows], pa.string()),
-            "negative": pa.array([doc_text[n] for _, _, n in rows], pa.string()),
-        }
+        _check_scores(scores, [(q, d) for q, p, n in rows for d in (p, n)])
+        columns = {"anchor": pa.array([query_text[q] for q, _, _ in rows], pa.string()), "positive": texts(p for _, p, _ in rows), "negative": texts(n for _, _, n in rows)}
+        if scores is not None:
+            columns["scores"] = score_lists((q, [p, n]) for q, p, n in rows)
         ids = {"pos_id": [p for _, p, _ in rows], "neg_id": [n for _, _, n in rows]}
     elif layout == "labeled-pair":
         rows = [
@@ -119,29 +158,44 @@ def sentence_transformers_export(
             if q in grouped
             for d, label in [(p, 1) for p in sorted(grouped[q])] + [(n, 0) for n in _query_negatives(grouped[q])]
         ]
+        _check_scores(scores, [(q, d) for q, d, _ in rows])
+        columns = {"anchor": pa.array([query_text[q] for q, _, _ in rows], pa.string()), "positive": texts(d for _, d, _ in rows)}
+        if scores is None:
+            columns["label"] = pa.array([label for _, _, label in rows], pa.int64())
+        else:
+            columns["score"] = pa.array([scores[(q, d)] for q, d, _ in rows], pa.float64())
+        ids = {"doc_id": [d for _, d, _ in rows]}
+    elif layout == "labeled-list":
+        if num_negatives is not None and num_negatives < 1:
+            raise BadInputError("--num-negatives", f"must be at least 1, got {num_negatives}")
+        rows = [(q, p, [p] + negs[:num_negatives]) for q, p, negs in pairs]
+        _check_scores(scores, [(q, d) for q, _, docs in rows for d in docs])
         columns = {
             "anchor": pa.array([query_text[q] for q, _, _ in rows], pa.string()),
-            "positive": pa.array([doc_text[d] for _, d, _ in rows], pa.string()),
-            "label": pa.array([label for _, _, label in rows], pa.int64()),
+            "positive": pa.array([[doc_text[d] for d in docs] for _, _, docs in rows], pa.list_(pa.string())),
         }
-        ids = {"doc_id": [d for _, d, _ in rows]}
+        if scores is None:
+            columns["labels"] = pa.array([[1] + [0] * (len(docs) - 1) for _, _, docs in rows], pa.list_(pa.int64()))
+        else:
+            columns["scores"] = score_lists((q, docs) for q, _, docs in rows)
+        ids = {"doc_ids": [docs for _, _, docs in rows]}
     else:
         width = num_negatives if num_negatives is not None else max((len(negs) for _, _, negs in pairs), default=0)
         if width < 1:
             raise BadInputError("--num-negatives", f"must be at least 1, got {width}")
         rows = [(q, p, negs[:width]) for q, p, negs in pairs if len(negs) >= width]
         stats["pairs_dropped_short"] = len(pairs) - len(rows)
-        columns = {
-            "anchor": pa.array([query_text[q] for q, _, _ in rows], pa.string()),
-            "positive": pa.array([doc_text[p] for _, p, _ in rows], pa.string()),
-        }
+        _check_scores(scores, [(q, d) for q, p, negs in rows for d in [p, *negs]])
+        columns = {"anchor": pa.array([query_text[q] for q, _, _ in rows], pa.string()), "positive": texts(p for _, p, _ in rows)}
         for i in range(width):
-            columns[f"negative_{i + 1}"] = pa.array([doc_text[negs[i]] for _, _, negs in rows], pa.string())
+            columns[f"negative_{i + 1}"] = texts(negs[i] for _, _, negs in rows)
+        if scores is not None:
+            columns["scores"] = score_lists((q, [p, *negs]) for q, p, negs in rows)
         ids = {"pos_id": [p for _, p, _ in rows]} | {f"neg_id_{i + 1}": [negs[i] for _, _, negs in rows] for i in range(width)}
     if group_ids:
         group = _positive_ids(qrels, duplicates, doc_text)
         columns["query_id"] = pa.array([q for q, _, _ in rows], pa.string())
-        columns |= {k: pa.array(v, pa.string()) for k, v in ids.items()}
+        columns |= {k: pa.array(v, pa.list_(pa.string()) if k == "doc_ids" else pa.string()) for k, v in ids.items()}
         columns["positive_ids"] = pa.array([group.get(q, []) for q, _, _ in rows], pa.list_(pa.string()))
     table = pa.table(columns)
     stats["rows"] = table.num_rows
@@ -149,60 +203,87 @@ def sentence_transformers_export(
 
 
 def flagembedding_export(
-    negatives: pa.Table, queries: pa.Table, corpus: pa.Table, qrels: pa.Table, group_ids: bool | None = None, duplicates: pa.Table | None = None
+    negatives: pa.Table, queries: pa.Table, corpus: pa.Table, qrels: pa.Table, group_ids: bool | None = None, duplicates: pa.Table | None = None,
+    scores: Scores | None = None,
 ) -> tuple[pa.Table, dict]:
-    """FlagEmbedding fine-tuning data: one ``{"query", "pos", "neg"}`` record per query, and unless
-    ``group_ids`` is False, ``{"query_id", "pos_ids", "neg_ids", "positive_ids"}`` after them."""
+    """FlagEmbedding fine-tuning data: one ``{"query", "pos", "neg"}`` record per query, with ``scores``
+    ``{"pos_scores", "neg_scores"}`` after them, and unless ``group_ids`` is False,
+    ``{"query_id", "pos_ids", "neg_ids", "positive_ids"}`` last."""
     query_ids, query_text, doc_text, positives = _lookups(queries, corpus, qrels)
     grouped = _grouped(negatives)
     group, with_ids = _positive_ids(qrels, duplicates, doc_text), group_ids is not False  # on by default
+    records = [(q, positives.get(q, sorted(grouped[q])), _query_negatives(grouped[q])) for q in query_ids if q in grouped]
+    _check_scores(scores, [(q, d) for q, pos, neg in records for d in pos + neg])
     rows = []
-    for q in query_ids:
-        if q not in grouped:
-            continue
-        pos, neg = positives.get(q, sorted(grouped[q])), _query_negatives(grouped[q])
+    for q, pos, neg in records:
         row = {"query": query_text[q], "pos": [doc_text[p] for p in pos], "neg": [doc_text[n] for n in neg]}
+        if scores is not None:
+            row |= {"pos_scores": _score_list(scores, q, pos), "neg_scores": _score_list(scores, q, neg)}
         if with_ids:
             row |= {"query_id": q, "pos_ids": pos, "neg_ids": neg, "positive_ids": group.get(q, [])}
         rows.append(row)
     fields = [("query", pa.string()), ("pos", pa.list_(pa.string())), ("neg", pa.list_(pa.string()))]
+    if scores is not None:
+        fields += [("pos_scores", pa.list_(pa.float64())), ("neg_scores", pa.list_(pa.float64()))]
     if with_ids:
         fields += [("query_id", pa.string()), ("pos_ids", pa.list_(pa.string())), ("neg_ids", pa.list_(pa.string())), ("positive_ids", pa.list_(pa.string()))]
     return pa.Table.from_pylist(rows, schema=pa.schema(fields)), {"rows": len(rows), "queries": len(rows)}
 
 
-_PASSAGE = pa.struct([("docid", pa.string()), ("title", pa.string()), ("text", pa.string())])
+_PASSAGE = [("docid", pa.string()), ("title", pa.string()), ("text", pa.string())]
 
 
 def tevatron_export(
-    negatives: pa.Table, queries: pa.Table, corpus: pa.Table, qrels: pa.Table, group_ids: bool | None = None, duplicates: pa.Table | None = None
+    negatives: pa.Table, queries: pa.Table, corpus: pa.Table, qrels: pa.Table, group_ids: bool | None = None, duplicates: pa.Table | None = None,
+    scores: Scores | None = None, layout: str = "passages",
 ) -> tuple[pa.Table, dict]:
-    """Tevatron training data: ``{"query_id", "query", "positive_passages", "negative_passages"}`` per query,
-    and unless ``group_ids`` is False, ``positive_ids`` after them."""
+    """Tevatron training data, one record per query: ``{"query_id", "query", "positive_passages",
+    "negative_passages"}`` (layout ``passages``; with ``scores``, every passage has a ``score``) or
+    ``{"query_id", "query_text", "positive_document_ids", "negative_document_ids"}`` (layout ``ids``, read
+    with the corpus file of :func:`tevatron_corpus`); unless ``group_ids`` is False, ``positive_ids`` last."""
+    if layout not in TEVATRON_LAYOUTS:
+        raise BadInputError("--layout", f"unknown tevatron layout {layout!r}; choose from {sorted(TEVATRON_LAYOUTS)}")
+    if layout == "ids" and scores is not None:
+        raise BadInputError(
+            "--scores", "Tevatron's ids layout reads its distillation scores from the corpus, one per document whatever the query; "
+            "export the scores with --layout passages, where every passage has its own"
+        )
     query_ids, query_text, doc_text, positives = _lookups(queries, corpus, qrels)
     group, with_ids = _positive_ids(qrels, duplicates, doc_text), group_ids is not False  # on by default
     grouped = _grouped(negatives)
-    titles = dict(zip(corpus.column("doc_id").to_pylist(), corpus.column("title").to_pylist()))
-    texts = dict(zip(corpus.column("doc_id").to_pylist(), corpus.column("text").to_pylist()))
+    records = [(q, positives.get(q, sorted(grouped[q])), _query_negatives(grouped[q])) for q in query_ids if q in grouped]
+    _check_scores(scores, [(q, d) for q, pos, neg in records for d in pos + neg])
+    if layout == "ids":
+        rows = [{"query_id": q, "query_text": query_text[q], "positive_document_ids": pos, "negative_document_ids": neg} for q, pos, neg in records]
+        fields = [("query_id", pa.string()), ("query_text", pa.string()), ("positive_document_ids", pa.list_(pa.string())), ("negative_document_ids", pa.list_(pa.string()))]
+    else:
+        titles = dict(zip(corpus.column("doc_id").to_pylist(), corpus.column("title").to_pylist()))
+        texts = dict(zip(corpus.column("doc_id").to_pylist(), corpus.column("text").to_pylist()))
 
-    def passage(doc_id):
-        return {"docid": doc_id, "title": titles[doc_id] or "", "text": texts[doc_id]}
+        def passage(q, doc_id):
+            found = {"docid": doc_id, "title": titles[doc_id] or "", "text": texts[doc_id]}
+            return found if scores is None else found | {"score": scores[(q, doc_id)]}
 
-    rows = [
-        {
-            "query_id": q,
-            "query": query_text[q],
-            "positive_passages": [passage(p) for p in positives.get(q, sorted(grouped[q]))],
-            "negative_passages": [passage(n) for n in _query_negatives(grouped[q])],
-        }
-        | ({"positive_ids": group.get(q, [])} if with_ids else {})
-        for q in query_ids
-        if q in grouped
-    ]
-    fields = [("query_id", pa.string()), ("query", pa.string()), ("positive_passages", pa.list_(_PASSAGE)), ("negative_passages", pa.list_(_PASSAGE))]
+        rows = [
+            {"query_id": q, "query": query_text[q], "positive_passages": [passage(q, p) for p in pos], "negative_passages": [passage(q, n) for n in neg]}
+            for q, pos, neg in records
+        ]
+        struct = pa.struct(_PASSAGE + ([("score", pa.float64())] if scores is not None else []))
+        fields = [("query_id", pa.string()), ("query", pa.string()), ("positive_passages", pa.list_(struct)), ("negative_passages", pa.list_(struct))]
     if with_ids:
+        for row, (q, _, _) in zip(rows, records):
+            row["positive_ids"] = group.get(q, [])
         fields.append(("positive_ids", pa.list_(pa.string())))
-    return pa.Table.from_pylist(rows, schema=pa.schema(fields)), {"rows": len(rows), "queries": len(rows)}
+    return pa.Table.from_pylist(rows, schema=pa.schema(fields)), {"layout": layout, "rows": len(rows), "queries": len(rows)}
+
+
+def tevatron_corpus(export: pa.Table, corpus: pa.Table) -> pa.Table:
+    """The corpus file of a Tevatron ``ids`` export: ``{"docid", "title", "text"}`` for every document it
+    names, in the corpus's order."""
+    named = {d for column in ("positive_document_ids", "negative_document_ids") for ids in export.column(column).to_pylist() for d in ids}
+    kept = corpus.filter(pa.array([d in named for d in corpus.column("doc_id").to_pylist()], pa.bool_()))
+    titles = [t or "" for t in kept.column("title").to_pylist()]
+    return pa.table({"docid": kept.column("doc_id"), "title": pa.array(titles, pa.string()), "text": kept.column("text")})
 
 
 EXPORTERS: dict[str, Callable[..., tuple[pa.Table, dict]]] = {
@@ -210,88 +291,4 @@ EXPORTERS: dict[str, Callable[..., tuple[pa.Table, dict]]] = {
     "flagembedding": flagembedding_export,
     "tevatron": tevatron_export,
 }
-
-
-def file_format(fmt: str, out: str | os.PathLike) -> str:
-    """``parquet`` for a sentence-transformers export to ``*.parquet``; JSONL otherwise (and on stdout)."""
-    if str(out) != "-" and Path(out).suffix == ".parquet":
-        if fmt != "sentence-transformers":
-            raise BadInputError(out, f"format {fmt!r} is JSONL only; name the file *.jsonl")
-        return "parquet"
-    return "jsonl"
-
-
-def jsonl_lines(table: pa.Table):
-    for row in table.to_pylist():
-        yield json.dumps(row, ensure_ascii=False) + "\n"
-
-
-def write_export(table: pa.Table, out: str | os.PathLike, kind: str) -> None:
-    """Write atomically to ``out`` (Parquet or JSONL), or stream JSONL to stdout when ``out`` is ``-``.
-
-    On stdout a closed pipe (``negmine export … --out - | head``) ends the export quietly.
-    """
-    if str(out) == "-":
-        try:
-            for line in jsonl_lines(table):
-                sys.stdout.write(line)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
-        return
-    from negmine.io import atomic_path
-
-    with atomic_path(out) as tmp:
-        if kind == "parquet":
-            import pyarrow.parquet as pq
-
-            pq.write_table(table, tmp, compression="zstd")
-        else:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.writelines(jsonl_lines(table))
-
-
-def export_run(
-    run_dir: str | os.PathLike, strategy: str | None, fmt: str, out: str | os.PathLike, layout: str = "n-tuple", num_negatives: int | None = None,
-    group_ids: bool | None = None,
-) -> dict:
-    """Read the run's tables, build the ``fmt`` export of ``negatives_<strategy>`` and write it to ``out``.
-
-    ``strategy`` None: the run's only negatives table (bad input when it has several or none).
-
-    ``group_ids``: None (the format's default), True or False; the positive groups take the run's
-    ``duplicates.parquet`` in when it has one.
-    """
-    from negmine.io import read_table
-    from negmine.schemas import CORPUS, DUPLICATES, NEGATIVES, QRELS, QUERIES
-
-    if fmt not in EXPORTERS:
-        raise BadInputError("--format", f"unknown export format {fmt!r}; choose from {sorted(EXPORTERS)}")
-    if fmt != "sentence-transformers" and (layout != "n-tuple" or num_negatives is not None):
-        raise BadInputError("--layout", f"--layout and --num-negatives apply to --format sentence-transformers only, not {fmt!r}")
-    run_dir = Path(run_dir)
-    found = sorted(p.stem.removeprefix("negatives_") for p in run_dir.glob("negatives_*.parquet"))
-    if strategy is None:  # the run's only negatives table
-        if len(found) != 1:
-            raise BadInputError("--strategy", f"{run_dir} holds {len(found)} negatives tables {found}; name one")
-        strategy = found[0]
-    check_name(strategy, "--strategy")
-    path = run_dir / f"negatives_{strategy}.parquet"
-    if not path.exists():
-        raise BadInputError(path, f"no negatives for strategy {strategy!r}; this run has {found}")
-    kind = file_format(fmt, out)
-    tables = {
-        "negatives": read_table(path, NEGATIVES, "negatives"),
-        "queries": read_table(run_dir / "queries.parquet", QUERIES, "queries"),
-        "corpus": read_table(run_dir / "corpus.parquet", CORPUS, "corpus"),
-        "qrels": read_table(run_dir / "qrels.parquet", QRELS, "qrels"),
-    }
-    options = {"layout": layout, "num_negatives": num_negatives} if fmt == "sentence-transformers" else {}
-    with_ids = group_ids if group_ids is not None else fmt != "sentence-transformers"
-    duplicates_path = run_dir / "duplicates.parquet"
-    if with_ids and duplicates_path.exists():
-        options["duplicates"] = read_table(duplicates_path, DUPLICATES, "duplicates")
-    table, stats = EXPORTERS[fmt](**tables, **options, group_ids=with_ids)
-    write_export(table, out, kind)
-    return {"format": fmt, "file_format": kind, "strategy": strategy, "out": str(out), "group_ids": with_ids, **stats}
+LAYOUTS = {"sentence-transformers": ST_LAYOUTS, "flagembedding": (), "tevatron": TEVATRON_LAYOUTS}

@@ -156,21 +156,34 @@ def export(
     strategy: Optional[str] = typer.Option(None, "--strategy", "-s", help="Which negatives_<strategy> table to export (default: the run's only one)."),
     fmt: str = typer.Option("sentence-transformers", "--format", "-f", help="sentence-transformers | flagembedding | tevatron"),
     out: str = typer.Option(..., "--out", "-o", help="Output file (*.parquet or *.jsonl for sentence-transformers, *.jsonl otherwise); '-' streams JSONL to stdout."),
-    layout: str = typer.Option("n-tuple", "--layout", help="sentence-transformers: n-tuple | triplet | labeled-pair (mine_hard_negatives' output_format)."),
-    num_negatives: Optional[int] = typer.Option(None, "--num-negatives", "-n", help="sentence-transformers n-tuple: negative columns (default: the widest pair; shorter pairs dropped)."),
+    layout: Optional[str] = typer.Option(
+        None, "--layout",
+        help="sentence-transformers: n-tuple (default) | triplet | labeled-pair | labeled-list (mine_hard_negatives' output_format). "
+             "tevatron: passages (default) | ids (document ids, with the corpus in OUT's <stem>.corpus.jsonl).",
+    ),
+    num_negatives: Optional[int] = typer.Option(None, "--num-negatives", "-n", help="sentence-transformers n-tuple: negative columns (default: the widest pair; shorter pairs dropped); labeled-list: most negatives per row."),
     group_ids: Optional[bool] = typer.Option(None, "--group-ids/--no-group-ids", help="Add query_id, the documents' ids and positive_ids (for masking in-batch false negatives). Default: on for flagembedding and tevatron, off for sentence-transformers (its trainer would read them as texts)."),
+    scores: Optional[str] = typer.Option(
+        None, "--scores",
+        help="Add scores for distillation: retriever (the scores the negatives were mined with) | teacher (negmine rescore's). "
+             "sentence-transformers: a scores column as mine_hard_negatives(output_scores=True) writes it (MarginMSELoss); "
+             "flagembedding: pos_scores/neg_scores; tevatron: a score per passage. Default: none.",
+    ),
+    source: Optional[str] = typer.Option(None, "--source", help="The candidate pool whose scores --scores reads: dense | bm25 | hybrid (default: the one the negatives were sampled from)."),
     as_json: bool = JsonOpt,
 ):
-    """Write the negatives as training data for sentence-transformers, FlagEmbedding or Tevatron (text joined from corpus/queries)."""
-    from negmine.export import export_run
+    """Write the negatives as training data for sentence-transformers, FlagEmbedding or Tevatron (text joined from corpus/queries), with scores on request."""
+    from negmine.runners.export import export_run
 
     def go():
-        stats = export_run(run_dir, strategy, fmt, out, layout, num_negatives, group_ids)
+        stats = export_run(run_dir, strategy, fmt, out, layout, num_negatives, group_ids, scores, source)
         if as_json and out != "-":
             sys.stdout.write(json.dumps(stats, indent=2, sort_keys=True) + "\n")
         elif not as_json:
             dropped = stats.get("pairs_dropped_short")
             note = f" ({dropped} pairs short of {num_negatives or 'the widest'} negatives dropped)" if dropped else ""
+            note += f", {stats['scores']} scores" if scores else ""
+            note += f", corpus → {stats['corpus_out']}" if "corpus_out" in stats else ""
             err.print(f"export {fmt}: {stats['rows']:,} rows → {out}{note}", highlight=False)
 
     guarded(go)
