@@ -62,13 +62,18 @@ def embed_corpus(
     with track(corpus.num_rows, "docs") as bar:
         on_batch = bar.advance if bar.active else None  # the documents of each batch as it is encoded
         if parts_dir is None:
-            parts = (encode(model, doc_texts(chunk), batch_size, on_batch=on_batch) for chunk in slices)
+            parts = (_encode(model, doc_texts(chunk), batch_size, on_batch) for chunk in slices)
         else:
             parts = _resumable_parts(model, slices, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {}, on_batch)
         emb = write_embeddings(path, parts, corpus.num_rows, embedding_dim(model), dtype, progress, tracker=bar)
     if parts_dir is not None:
         shutil.rmtree(parts_dir, ignore_errors=True)
     return emb
+
+
+def _encode(model, texts: list[str], batch_size: int, on_batch) -> np.ndarray:
+    """:func:`encode`, counting each batch only when progress is shown."""
+    return encode(model, texts, batch_size) if on_batch is None else encode(model, texts, batch_size, on_batch=on_batch)
 
 
 def _resumable_parts(model, slices: Iterable[pa.Table], batch_size: int, parts_dir: Path, dtype: str, resumed: dict, on_batch=None):
@@ -80,7 +85,7 @@ def _resumable_parts(model, slices: Iterable[pa.Table], batch_size: int, parts_d
             resumed["documents"] += chunk.num_rows
             yield block
             continue
-        block = encode(model, doc_texts(chunk), batch_size, on_batch=on_batch).astype(DTYPES[dtype])
+        block = _encode(model, doc_texts(chunk), batch_size, on_batch).astype(DTYPES[dtype])
         save_part(parts_dir, i, block)
         yield block
 
