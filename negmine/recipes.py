@@ -37,6 +37,7 @@ from typing import Callable
 
 from negmine.errors import BadInputError
 from negmine.names import check_name
+from negmine.progress import prefix as progress_prefix
 from negmine.runners import (
     cluster_stage, duplicates_stage, estimate_fn_stage, export_stage, fn_scores_stage, ingest_stage, rescore_stage, retrieve_stage, sample_stage,
     train_stage,
@@ -245,7 +246,7 @@ def run_recipe(recipe: Recipe, data_dir: str | Path, out: str | Path, force: boo
     for index in range(recipe.rounds + 1):
         run = Run.open(round_dir(out, index))
         prefix = "" if index == 0 else f"round-{index}/"
-        with run.lock():
+        with run.lock(), progress_prefix(prefix):
             for name, params in recipe.stages:
                 params = dict(params)
                 if model is not None and name in MODEL_STAGES:

@@ -1,5 +1,9 @@
 """``negmine report``: one self-contained HTML page about a run, with its plots as PNG beside it.
 
+The page opens with what made the run: the model, each strategy's parameters and seed, and the negmine
+version; its stage table lists the stages in pipeline order. Plots are drawn at one width and scale to
+the page.
+
 Plots (matplotlib, Agg backend, embedded as base64 so the page travels alone):
 score histograms of positives vs negatives per strategy (``retriever_score`` / ``pos_retriever_score``),
 negatives per query, source-rank distribution of the sampled negatives, false-negative estimates per
@@ -29,6 +33,9 @@ def _pyplot():
     return plt
 
 
+WIDTH = 10.0  # inches of every plot: 1,000 px at 100 dpi, shown at the page's width
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
@@ -39,7 +46,7 @@ def _png(fig) -> bytes:
 def _grid(plt, n: int, cols: int = 3):
     cols = min(cols, max(n, 1))
     rows = -(-max(n, 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH, 3.2 * rows), squeeze=False)
     flat = [ax for row in axes for ax in row]
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -71,7 +78,7 @@ def negatives_per_query(negatives: dict, plt) -> bytes:
 
     per_strategy = {s: Counter(Counter(t.column("query_id").to_pylist()).values()) for s, t in negatives.items()}
     counts = sorted({c for hist in per_strategy.values() for c in hist})
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(counts) + 3), 3.2))
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.2))
     width = 0.8 / max(len(per_strategy), 1)
     for i, (strategy, hist) in enumerate(per_strategy.items()):
         ax.bar([j + i * width for j in range(len(counts))], [hist.get(c, 0) for c in counts], width, label=strategy)
@@ -129,7 +136,7 @@ def _strategy_table(negatives: dict) -> str:
 
 def false_negative_plot(report, plt) -> bytes:
     rows = [r for r in report.to_pylist() if r["bucket"] != "all" and r["rate"] is not None]
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.2))
     series = sorted({(r["strategy"], r["method"]) for r in rows})
     buckets = list(dict.fromkeys(r["bucket"] for r in rows))
     width = 0.8 / max(len(series), 1)
@@ -148,8 +155,8 @@ def false_negative_plot(report, plt) -> bytes:
 
 
 def stage_timings(manifest: dict, plt) -> bytes:
-    stages = list(manifest.get("stages", {}).items())
-    fig, ax = plt.subplots(figsize=(6, 0.35 * len(stages) + 1))
+    stages = pipeline_order(manifest)
+    fig, ax = plt.subplots(figsize=(WIDTH, 0.35 * len(stages) + 1))
     ax.barh([name for name, _ in stages], [entry.get("wall_s") or 0 for _, entry in stages], color="tab:blue")
     ax.invert_yaxis()
     ax.set_xlabel("wall time (s)")
@@ -157,22 +164,82 @@ def stage_timings(manifest: dict, plt) -> bytes:
 
 
 _PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>negmine report — {title}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}img{{max-width:100%}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}th:first-child,td:first-child{{text-align:left}}</style>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>negmine report — {title}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em auto;padding:0 2em;max-width:1100px}}
+img{{display:block;width:100%;height:auto}}
+table{{border-collapse:collapse;margin:0.5em 0}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}th:first-child,td:first-child{{text-align:left}}
+dl.run{{display:grid;grid-template-columns:max-content auto;gap:2px 1em}}dl.run dt{{font-weight:bold}}dl.run dd{{margin:0}}
+p.absent{{background:#f6f6f6;border-left:4px solid #bbb;padding:0.5em 1em}}</style>
 </head><body>
-<h1>negmine report</h1><p>run <code>{title}</code></p>
+<h1>negmine report</h1>
+{header}
 {sections}
 </body></html>
 """
+
+# The order the stages of a run run in (negmine mine, then the stages that follow it); a stage named
+# NAME.SUFFIX (sample.simans, rescore.dense, train.x) sorts as NAME, then by suffix.
+PIPELINE = ("ingest", "bm25", "embed", "dense", "hybrid", "rescore", "cluster", "duplicates", "fn-scores", "sample", "estimate-fn", "train", "export")
+
+
+def pipeline_order(manifest: dict) -> list[tuple[str, dict]]:
+    """The manifest's stages in pipeline order (stages the order does not know last, by name)."""
+
+    def key(item):
+        base, _, suffix = item[0].partition(".")
+        return (PIPELINE.index(base) if base in PIPELINE else len(PIPELINE), base, suffix)
+
+    return sorted(manifest.get("stages", {}).items(), key=key)
 
 
 def _stage_table(manifest: dict) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{entry.get('wall_s', 0):.2f}</td><td>{entry.get('peak_rss_mb', 0):.0f}</td></tr>"
-        for name, entry in manifest.get("stages", {}).items()
+        for name, entry in pipeline_order(manifest)
     )
     return f"<table><tr><th>stage</th><th>wall s</th><th>peak RSS MB</th></tr>{rows}</table>"
+
+
+def _params(config: dict) -> str:
+    params = {k: v for k, v in config.items() if k not in ("strategy", "params", "seed")} | (config.get("params") or {})
+    return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
+
+
+def _header(run_dir: Path, manifest: dict) -> str:
+    """What made the run: its model(s), each strategy's parameters and seed, the negmine version."""
+    from negmine import __version__
+
+    stages = dict(pipeline_order(manifest))
+    models = list(dict.fromkeys(e["config"]["model"] for n, e in stages.items() if n in ("embed", "dense", "cluster") and e.get("config", {}).get("model")))
+    retrieval = [n for n in ("bm25", "dense", "hybrid") if n in stages]
+    rows = [("run", f"<code>{html.escape(str(run_dir))}</code>"),
+            ("model", ", ".join(f"<code>{html.escape(m)}</code>" for m in models) or ("none (BM25 only)" if retrieval else "none yet"))]
+    embed = stages.get("embed", {}).get("stats", {})
+    if embed.get("precision"):
+        rows.append(("encoder", html.escape(f"{embed['precision']}" + (f" on {embed['device']}" if embed.get("device") else "") + f", stored as {embed.get('dtype')}")))
+    if retrieval:
+        rows.append(("retrieval", html.escape(", ".join(retrieval))))
+    for name, entry in stages.items():
+        if name.startswith("sample."):
+            config = entry.get("config", {})
+            rows.append((f"strategy {html.escape(name.removeprefix('sample.'))}", html.escape(f"{_params(config)}; seed {config.get('seed')}")))
+    versions = {e.get("versions", {}).get("negmine") for e in stages.values()} - {None}
+    made = ", ".join(sorted(versions))
+    rows.append(("negmine", html.escape(__version__ + (f" (stages made by {made})" if versions and versions != {__version__} else ""))))
+    return '<dl class="run">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
+
+
+def _fn_absent(run_dir: Path, negatives: dict) -> str:
+    run = html.escape(str(run_dir))
+    if not negatives:
+        return '<p class="absent">No false-negative estimates: sample negatives first (<code>negmine mine</code> or <code>negmine sample</code>).</p>'
+    return (
+        '<p class="absent">No false-negative estimates in this run yet. <code>negmine estimate-fn --run '
+        f"{run}</code> writes them (fn_report.parquet) from any of: a teacher's scores (<code>negmine rescore --run {run} --teacher "
+        "cross-encoder:NAME</code>, or <code>negmine mine --teacher ...</code>), qrels with more judgements (<code>--qrels-full FILE</code>), "
+        "a labelled audit (<code>--audit N</code>, then <code>--audit-labels FILE</code>). Rerun <code>negmine report</code> afterwards.</p>"
+    )
 
 
 def build_report(run_dir: str | Path, out: str | Path) -> dict:
@@ -200,6 +267,8 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
     written = []
     sections = []
     for key, title, png in plots:
+        if key == "timings" and not (run_dir / "fn_report.parquet").exists():  # where the false-negative plot would be
+            sections.append("<h2>Estimated false-negative rate</h2>\n" + _fn_absent(run_dir, negatives))
         path = out.with_name(f"{out.stem}_{key}.png")
         with atomic_path(path) as tmp:
             tmp.write_bytes(png)
@@ -212,5 +281,5 @@ def build_report(run_dir: str | Path, out: str | Path) -> dict:
         sections.insert(0, "<p>No <code>negatives_*.parquet</code> in this run yet.</p>")
     sections.append("<h2>Stages</h2>\n" + _stage_table(manifest))
     with atomic_path(out) as tmp:
-        tmp.write_text(_PAGE.format(title=html.escape(str(run_dir)), sections="\n".join(sections)), encoding="utf-8")
+        tmp.write_text(_PAGE.format(title=html.escape(str(run_dir)), header=_header(run_dir, manifest), sections="\n".join(sections)), encoding="utf-8")
     return {"out": str(out), "plots": written, "strategies": sorted(negatives)}

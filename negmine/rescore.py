@@ -42,6 +42,7 @@ import pyarrow as pa
 
 from negmine.retrieve.candidates import doc_texts
 from negmine.errors import BadInputError, StageError
+from negmine.progress import track
 from negmine.schemas import SCORED_CANDIDATES, SCORED_POSITIVES
 
 TEACHER_KINDS = ("cross-encoder", "bi-encoder")
@@ -213,10 +214,13 @@ def rescore(
     pairs, query_texts, doc_texts_ = teacher_pairs(candidates, positive_scores, corpus, queries)
     parts, combine = plan_scores(teacher.kind, query_texts, doc_texts_, chunk_size)
     results = []
-    for part, result in zip(parts, teacher.map_parts(parts, batch_size)):
-        results.append(result)
-        if progress and part[0] == "pairs":
-            progress(len(part[1]))
+    unit = "pairs" if teacher.kind == "cross-encoder" else "texts"
+    with track(sum(len(part[1]) for part in parts), unit) as bar:
+        for part, result in zip(parts, teacher.map_parts(parts, batch_size)):
+            results.append(result)
+            bar.advance(len(part[1]))
+            if progress and part[0] == "pairs":
+                progress(len(part[1]))
     scores = combine(results)
     if progress and teacher.kind == "bi-encoder" and pairs:
         progress(len(pairs))

@@ -1,4 +1,8 @@
-"""The one-screen summary printed after a stage or a mine (on stderr; ``--json`` puts it on stdout)."""
+"""The one-screen summary printed after a stage or a mine (on stderr; ``--json`` puts it on stdout).
+
+A stage that was up to date shows "cached" and 0 s: no work was done for it in this command (the time
+it took when it ran stays in the run's manifest, and in the JSON summary as ``recorded_wall_s``).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ def summary_dict(results: list[StageResult]) -> dict:
     return {
         r.stage: {
             "skipped": r.skipped,
-            "wall_s": r.entry.get("wall_s"),
-            "peak_rss_mb": r.entry.get("peak_rss_mb"),
+            "wall_s": 0.0 if r.skipped else r.entry.get("wall_s"),
+            "recorded_wall_s": r.entry.get("wall_s"),
+            "peak_rss_mb": None if r.skipped else r.entry.get("peak_rss_mb"),
             "stats": r.entry.get("stats", {}),
         }
+        | ({"model": r.entry["config"]["model"]} if "model" in r.entry.get("config", {}) else {})
         for r in results
     }
 
@@ -28,11 +34,13 @@ def render(console, results: list[StageResult], title: str = "negmine") -> None:
         table.add_row(
             r.stage,
             "cached" if r.skipped else "ran",
-            f"{r.entry.get('wall_s', 0):.1f}",
-            f"{r.entry.get('peak_rss_mb', 0):.0f}",
+            "0.0" if r.skipped else f"{r.entry.get('wall_s', 0):.1f}",
+            "–" if r.skipped else f"{r.entry.get('peak_rss_mb', 0):.0f}",
             _describe(r.stage, stats),
         )
     console.print(table)
+    for line in encoder_lines(results):
+        console.print(line, highlight=False, soft_wrap=True)
     for r in results:
         stats = r.entry.get("stats", {})
         if r.stage.startswith("sample.") and "negative_score" in stats:
@@ -47,6 +55,23 @@ def render(console, results: list[StageResult], title: str = "negmine") -> None:
                 f"negatives scoring above their positive: {stats['share_negative_above_positive']:.1%}; "
                 f"mean source rank of negatives: {stats['mean_source_rank']}"
             )
+
+
+def encoder_lines(results: list[StageResult]) -> list[str]:
+    """The model of each stage that encoded texts (its prompt where one was used), once per model; the
+    precision and device it ran in are in the embed row."""
+    from rich.markup import escape
+
+    lines, seen = [], set()
+    for r in results:
+        stage = r.stage.rsplit("/", 1)[-1]
+        model = r.entry.get("config", {}).get("model")
+        if not model or model in seen or not (stage in ("embed", "cluster") or stage.startswith("train.")):
+            continue
+        seen.add(model)
+        prompt = r.entry.get("stats", {}).get("prompt")
+        lines.append(escape(f"model ({r.stage}): {model}" + (f", prompt {prompt!r}" if prompt else "")))
+    return lines
 
 
 def _describe(stage: str, stats: dict) -> str:
@@ -70,8 +95,10 @@ def _describe(stage: str, stats: dict) -> str:
         text = f"{stats.get('documents', 0):,} documents x {stats.get('dim')} ({stats.get('dtype')})"
         if "docs_per_s" in stats:
             text += f", {stats['docs_per_s']:,.1f} docs/s encoded"
-            if stats.get("precision", "float32") != "float32":
+            if "precision" in stats:
                 text += f" in {stats['precision']}"
+            if "device" in stats:
+                text += f" on {stats['device']}"
         if stats.get("documents_resumed"):
             text += f" ({stats['documents_resumed']:,} resumed from an interrupted run)"
         return text

@@ -58,3 +58,54 @@ def test_report_of_a_folder_that_is_not_a_run(tmp_path):
     result = invoke("report", "--run", tmp_path, "--out", tmp_path / "r.html")
     assert result.exit_code == 2
     assert "manifest.json: not a negmine run directory (no manifest.json)" in " ".join(result.stderr.split())
+
+
+def _mined(tmp_path):
+    run = tmp_path / "run"
+    assert invoke("mine", "--data", SAMPLE, "--out", run, "--strategy", "simans", "--source", "bm25", "--bm25-backend", "bm25s", "--seed", 7).exit_code == 0
+    out = tmp_path / "report.html"
+    assert invoke("report", "--run", run, "--out", out).exit_code == 0
+    return run, out
+
+
+def test_report_header_stage_order_and_how_to_get_false_negatives(tmp_path):
+    import negmine
+
+    run, out = _mined(tmp_path)
+    page = out.read_text()
+    header = page.split('<dl class="run">')[1].split("</dl>")[0]
+    assert "<dt>model</dt><dd>none (BM25 only)</dd>" in header
+    assert "<dt>strategy simans</dt><dd>a=1.0, b=-0.5" in header and "seed 7" in header
+    assert f"<dt>negmine</dt><dd>{negmine.__version__}</dd>" in header
+    stages = re.findall(r"<tr><td>([a-z0-9.-]+)</td><td>[\d.]+</td>", page.split("<h2>Stages</h2>")[1])
+    assert stages == ["ingest", "bm25", "duplicates", "sample.simans"]  # pipeline order, not alphabetical
+    assert f"negmine estimate-fn --run {run}" in page  # the false-negative section says how to get it
+    assert "img{display:block;width:100%;height:auto}" in page  # plots take the page's width
+
+
+def _chromium():
+    import shutil
+
+    return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome")) if p), None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium binary found")
+def test_report_renders_in_headless_chromium(tmp_path):
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    _, out = _mined(tmp_path)
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1280,2400", out.as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (2400, 1280)
+    # text and plots drawn across the page: dark pixels in the top (header) and in the plots further down
+    assert (pixels[:300] < 100).mean() > 0.002 and (pixels[600:2000] < 200).mean() > 0.01
+    # a plot spans most of the page's width (not a ~400 px figure on a wide page)
+    rows = (pixels[600:2000] < 250).any(axis=0).nonzero()[0]
+    assert rows.max() - rows.min() > 0.6 * 1280

@@ -36,3 +36,60 @@ def test_bm25_stage_times_its_index_and_search(tmp_path):
     assert stats["index_s"] > 0 and stats["search_s"] > 0
     # search_s is rounded to the millisecond and queries_per_s to 0.1: their product is 60 up to that rounding
     assert abs(stats["queries_per_s"] * stats["search_s"] - 60) <= stats["queries_per_s"] * 0.0005 + 0.05 * stats["search_s"]
+
+
+def test_a_rerun_shows_cached_stages_at_0_s_and_keeps_their_time_in_the_manifest(tmp_path):
+    import json
+
+    from conftest import SAMPLE, invoke
+
+    run = tmp_path / "run"
+    args = ("mine", "--data", SAMPLE, "--out", run, "--source", "bm25", "--bm25-backend", "bm25s")
+    assert invoke(*args).exit_code == 0
+    rerun = invoke(*args, env={"COLUMNS": "200"})
+    assert rerun.exit_code == 0
+    rows = [line for line in rerun.stderr.splitlines() if line.startswith("│ ") and line.split("│")[1].strip() in ("ingest", "bm25", "duplicates", "sample.simans")]
+    assert len(rows) == 4 and all(row.split("│")[2].strip() == "cached" and row.split("│")[3].strip() == "0.0" for row in rows), rerun.stderr
+    summary = json.loads(invoke(*args, "--json").stdout)
+    manifest = json.loads((run / "manifest.json").read_text())
+    for stage, entry in summary.items():
+        assert entry["skipped"] and entry["wall_s"] == 0.0 and entry["peak_rss_mb"] is None
+        assert entry["recorded_wall_s"] == manifest["stages"][stage]["wall_s"] > 0
+
+
+def test_embed_line_names_precision_and_device_and_the_model_is_printed():
+    from rich.console import Console
+
+    from negmine.runners.base import StageResult
+    from negmine.summary import render
+
+    stats = {"documents": 300, "dim": 384, "dtype": "float16", "docs_per_s": 9.2, "precision": "bfloat16", "device": "cpu", "prompt": "query"}
+    assert _describe("embed", stats) == "300 documents x 384 (float16), 9.2 docs/s encoded in bfloat16 on cpu"
+    console = Console(record=True, width=200)
+    render(console, [StageResult("embed", True, {"config": {"model": "org/model"}, "stats": stats, "wall_s": 30.0, "peak_rss_mb": 500})])
+    text = console.export_text()
+    assert "model (embed): org/model, prompt 'query'" in text
+    assert "cached" in text and "30.0" not in text
+
+
+def test_mine_help_keeps_every_option_name_whole_at_80_columns():
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    from negmine.cli import app
+    import typer.main
+
+    env = dict(os.environ, COLUMNS="80", PYTHONPATH=str(ROOT), TERM="dumb")
+    out = subprocess.run([sys.executable, "-m", "negmine.cli", "mine", "--help"], capture_output=True, text=True, env=env, check=True).stdout
+    assert max(len(line) for line in out.splitlines()) <= 80
+    shown = set(re.findall(r"--[a-z0-9-]+(?:/--[a-z0-9-]+)?", out))
+    command = typer.main.get_command(app).commands["mine"]
+    for param in command.params:
+        for name in param.opts + param.secondary_opts:
+            if name.startswith("--"):
+                assert re.search(re.escape(name) + r"(?![a-z0-9-])", out), f"{name} is cut or missing in `mine --help` at 80 columns"
+    assert shown and "…" not in "".join(line for line in out.splitlines() if line.lstrip("│ ").startswith("-"))

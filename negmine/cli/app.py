@@ -22,9 +22,13 @@ err = Console(stderr=True)
 
 
 def guarded(fn: Callable[[], object]):
-    """Run ``fn``; a NegmineError prints one line and exits with its code (negmine.errors), Ctrl-C with 3."""
+    """Run ``fn`` with its progress shown on stderr (negmine.progress: a bar on a terminal, log lines
+    otherwise); a NegmineError prints one line and exits with its code (negmine.errors), Ctrl-C with 3."""
+    from negmine import progress
+
     try:
-        return fn()
+        with progress.reporting(progress.reporter_for(err)):
+            return fn()
     except NegmineError as exc:
         from rich.markup import escape
 

@@ -96,18 +96,10 @@ def rescore(
     **shared,
 ):
     """Score every candidate and labelled positive with a teacher; writes scored_candidates_/scored_positives_<source>.parquet (ce_score, ce_prob)."""
-    from rich.progress import Progress
-
     from negmine.runners import rescore_stage
 
     chosen = given(source=source, max_length=max_length, batch_size=batch_size, teacher_precision=teacher_precision, **shared)
-
-    def body(run):
-        with Progress(console=err, transient=True) as bar:
-            task = bar.add_task("rescoring pairs", total=None)
-            return rescore_stage(run, teacher, progress=lambda n: bar.advance(task, n), force=force, **chosen)
-
-    with_run(run_dir, body, as_json, "rescore")
+    with_run(run_dir, lambda run: rescore_stage(run, teacher, force=force, **chosen), as_json, "rescore")
 
 
 @app.command()
@@ -172,8 +164,7 @@ def mine(
 ):
     """Run every stage a strategy needs (ingest, retrieval, sample), skipping those already up to date.
 
-    `negmine mine` is a built-in pipeline (negmine.recipes.mine_recipe): `negmine run` runs the same
-    stages from a recipe file.
+    `negmine mine` is a built-in pipeline (negmine.recipes.mine_recipe): `negmine run` runs the same stages from a recipe file.
     """
     from negmine.recipes import mine_recipe, run_recipe
 
@@ -183,8 +174,7 @@ def mine(
             strategy=strategy, source=source, fusion=fusion, format=format, split=split, k=k, num_negatives=num_negatives, seed=seed, threads=threads,
             bm25_backend=bm25_backend, teacher=teacher, teacher_max_length=teacher_max_length, params=params or None, **shared,
         ))
-        with err.status("mining") as status:
-            results = run_recipe(recipe, data, run_dir, force, on_stage=lambda name: status.update(f"[bold]{name}[/] …"))
+        results = run_recipe(recipe, data, run_dir, force)
         print_summary(results, as_json, f"mine --strategy {strategy or 'simans'} — {run_dir}")
 
     guarded(go)

@@ -83,13 +83,29 @@ STRATEGY_PARAMS = {
     "n_bins": (Optional[int], opt("--n-bins", help="tas-balanced: margin bins.", default="10")),
     "negative_below": (Optional[float], opt("--negative-below", help="denoise: keep top candidates whose teacher ce_prob is below this.", default="0.1")),
     "positive_above": (Optional[float], opt("--positive-above", help="denoise: a ce_prob above this marks a likely false negative.", default="0.9")),
-    "pseudo_positives": (Optional[bool], opt("--pseudo-positives/--no-pseudo-positives", help="denoise: write the likely false negatives to pseudo_positives_denoise.parquet.")),
+    "pseudo_positives": (Optional[bool], opt("--pseudo-positives/--no-pseudo-positives", help="denoise: also write the likely false negatives out (as positives).")),
     "param": (List[str], typer.Option([], "--param", help="Any other strategy parameter, NAME=VALUE.")),
 }
 TEACHER_HELP = (
     "Teacher: cross-encoder:NAME_OR_PATH (or a plain NAME_OR_PATH; ce_prob = sigmoid(logit)) or "
     "bi-encoder:NAME_OR_PATH (ce_score = cosine, ce_prob = (cos+1)/2, not calibrated). Thresholds apply to ce_prob."
 )
+
+
+def panel(name: str, group: dict) -> dict:
+    """Show the options of ``group`` under their own heading in ``--help`` (each heading is its own table, so a
+    long option name widens only its own; option names stay whole at 80 columns)."""
+    for _, option in group.values():
+        option.rich_help_panel = name
+    return group
+
+
+panel("Encoder", ENCODER)
+panel("Embeddings and index", EMBEDDINGS)
+panel("Engine", ENGINE)
+panel("False negatives", FALSE_NEGATIVES)
+panel("Strategy parameters", STRATEGY_PARAMS)
+STRATEGY_PARAMS["pseudo_positives"][1].rich_help_panel = "Strategy parameters: denoise output"
 
 
 def options(*groups: dict):

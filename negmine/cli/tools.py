@@ -123,9 +123,9 @@ def run_pipeline(
         parsed = parse_recipe(recipe, parse_overrides(overrides))
         import contextlib
 
-        # stdout is for the --json summary: the trainer's log lines go to stderr
-        with err.status("running") as status, contextlib.redirect_stdout(sys.stderr):
-            results = run_recipe(parsed, data, out, force, on_stage=lambda name: status.update(f"[bold]{name}[/] …"))
+        # stdout is for the --json summary: whatever a library prints goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            results = run_recipe(parsed, data, out, force)
         print_summary(results, as_json, f"run {recipe} — {out}")
 
     guarded(go)

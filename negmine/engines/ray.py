@@ -46,6 +46,7 @@ from negmine.retrieve.embed import EMBED_CHUNK
 from negmine.retrieve.search import SHARD_SIZE
 from negmine.errors import NegmineError, StageError
 from negmine.io import LazyTable
+from negmine.progress import track
 
 # items queued per actor ahead of the results taken (ModelPool.map): one running, one waiting
 IN_FLIGHT = 2
@@ -335,7 +336,11 @@ def dense_candidates(
         return search.remote(shard, start, k_eff, threads or 1, *query_refs)
 
     window = IN_FLIGHT * max(int(ray.cluster_resources().get("CPU", 1)), 1)
-    per_shard = list(_in_order(ray, send, range(0, len(ids), shard_size), window))
+    per_shard = []
+    with track(len(ids), "docs", "search") as bar:
+        for start, results in zip(range(0, len(ids), shard_size), _in_order(ray, send, range(0, len(ids), shard_size), window)):
+            per_shard.append(results)
+            bar.update_to(min(start + shard_size, len(ids)))
     hits = []
     for b, emb in enumerate(query_emb):
         if per_shard:

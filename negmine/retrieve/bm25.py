@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from negmine.errors import BadInputError, StageError
 from negmine.io import LazyTable, read_table, table_slices
+from negmine.progress import track
 from negmine.retrieve.candidates import (
     candidates_table,
     doc_texts,
@@ -47,10 +48,12 @@ def build_lucene_index(corpus: "pa.Table | LazyTable", index_dir: Path, threads:
     tmp.mkdir(parents=True)
     indexer = indexer_class(str(tmp), False, int(threads))  # what pyserini's LuceneIndexer(tmp, threads=…) builds
     _bound_ram_buffer(indexer, INDEX_BUFFER_MB)
-    for chunk in table_slices(corpus, INDEX_BATCH):
-        ids = chunk.column("doc_id").to_pylist()
-        indexer.addJsonDocuments([document.fromFields(i, t) for i, t in zip(ids, doc_texts(chunk))])
-    indexer.close()
+    with track(corpus.num_rows, "docs", "index") as bar:
+        for chunk in table_slices(corpus, INDEX_BATCH):
+            ids = chunk.column("doc_id").to_pylist()
+            indexer.addJsonDocuments([document.fromFields(i, t) for i, t in zip(ids, doc_texts(chunk))])
+            bar.advance(chunk.num_rows)
+        indexer.close()
     shutil.rmtree(index_dir, ignore_errors=True)
     tmp.rename(index_dir)
     return index_dir
@@ -110,14 +113,16 @@ def _pyserini(corpus, queries, qrels, index_dir, k, k1, b, threads, timings):
     batch = 1000
     started = time.perf_counter()
     try:
-        for start in range(0, len(qids), batch):
-            batch_texts, batch_ids = array_list(), array_list()
-            for text, qid in zip(texts[start : start + batch], qids[start : start + batch]):
-                batch_texts.add(text)
-                batch_ids.add(qid)
-            results = searcher.batch_search(batch_texts, batch_ids, int(k), int(threads))
-            found = {entry.getKey(): entry.getValue() for entry in results.entrySet().toArray()}
-            hits.extend([(h.docid, h.score) for h in found[q]] for q in qids[start : start + batch])
+        with track(len(qids), "queries", "search") as bar:
+            for start in range(0, len(qids), batch):
+                batch_texts, batch_ids = array_list(), array_list()
+                for text, qid in zip(texts[start : start + batch], qids[start : start + batch]):
+                    batch_texts.add(text)
+                    batch_ids.add(qid)
+                results = searcher.batch_search(batch_texts, batch_ids, int(k), int(threads))
+                found = {entry.getKey(): entry.getValue() for entry in results.entrySet().toArray()}
+                hits.extend([(h.docid, h.score) for h in found[q]] for q in qids[start : start + batch])
+                bar.advance(len(batch_ids))
         _searched(timings, started, len(qids))
     finally:
         searcher.close()
@@ -145,14 +150,18 @@ def _bm25s(corpus, queries, qrels, k, k1, b, threads, timings):
     started = time.perf_counter()
     ids = corpus.column("doc_id").to_pylist()
     retriever = bm25s.BM25(k1=k1, b=b)
-    retriever.index(bm25s.tokenize(doc_texts(corpus), stopwords="en", show_progress=False), show_progress=False)
+    with track(len(ids), "docs", "index") as bar:
+        retriever.index(bm25s.tokenize(doc_texts(corpus), stopwords="en", show_progress=False), show_progress=False)
+        bar.advance(len(ids))
     timings["index_s"] = round(time.perf_counter() - started, 3)
     qids = queries.column("query_id").to_pylist()
     texts = queries.column("text").to_pylist()
     started = time.perf_counter()
     tokens = bm25s.tokenize(texts, stopwords="en", show_progress=False)
     k_eff = min(k, len(ids))
-    docs, scores = retriever.retrieve(tokens, k=k_eff, n_threads=threads, show_progress=False)
+    with track(len(qids), "queries", "search") as bar:
+        docs, scores = retriever.retrieve(tokens, k=k_eff, n_threads=threads, show_progress=False)
+        bar.advance(len(qids))
     _searched(timings, started, len(qids))
     hits = []
     for row_docs, row_scores in zip(docs, scores):

@@ -7,6 +7,7 @@ depend on which texts share a padded batch, so the chunk size is part of what th
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Callable, Iterable
@@ -16,6 +17,7 @@ import pyarrow as pa
 
 from negmine.errors import BadInputError, StageError
 from negmine.io import LazyTable, atomic_path, table_slices
+from negmine.progress import track
 from negmine.retrieve.candidates import doc_texts
 from negmine.retrieve.encode import check_chunk_size, embedding_dim, encode
 
@@ -58,17 +60,26 @@ def embed_corpus(
     # zero-copy slices of the table, or slices read from the file one at a time (a LazyTable): a chunk's
     # texts exist only while it is encoded (a corpus's worth of Python strings would not fit a bounded working set)
     slices = corpus_slices(corpus, chunk_size)
-    if parts_dir is None:
-        parts = (encode(model, doc_texts(chunk), batch_size, prompt=prompt) for chunk in slices)
-    else:
-        parts = _resumable_parts(model, slices, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {}, prompt)
-    emb = write_embeddings(path, parts, corpus.num_rows, embedding_dim(model), dtype, progress)
+    with track(corpus.num_rows, "docs") as bar:
+        on_batch = bar.advance if bar.active else None  # the documents of each batch as it is encoded
+        if parts_dir is None:
+            parts = (_encode(model, doc_texts(chunk), batch_size, on_batch, prompt) for chunk in slices)
+        else:
+            parts = _resumable_parts(model, slices, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {}, on_batch, prompt)
+        emb = write_embeddings(path, parts, corpus.num_rows, embedding_dim(model), dtype, progress, tracker=bar)
     if parts_dir is not None:
         shutil.rmtree(parts_dir, ignore_errors=True)
     return emb
 
 
-def _resumable_parts(model, slices: Iterable[pa.Table], batch_size: int, parts_dir: Path, dtype: str, resumed: dict, prompt: str | None = None):
+def _encode(model, texts: list[str], batch_size: int, on_batch, prompt: str | None) -> np.ndarray:
+    """:func:`encode`, counting each batch only when progress is shown."""
+    counting = {} if on_batch is None else {"on_batch": on_batch}
+    return encode(model, texts, batch_size, prompt=prompt, **counting)
+
+
+def _resumable_parts(model, slices: Iterable[pa.Table], batch_size: int, parts_dir: Path, dtype: str, resumed: dict, on_batch=None,
+                     prompt: str | None = None):
     # runs only once write_embeddings has checked dtype (the generator starts when it is first read)
     resumed["documents"] = 0
     for i, chunk in enumerate(slices):
@@ -77,7 +88,7 @@ def _resumable_parts(model, slices: Iterable[pa.Table], batch_size: int, parts_d
             resumed["documents"] += chunk.num_rows
             yield block
             continue
-        block = encode(model, doc_texts(chunk), batch_size, prompt=prompt).astype(DTYPES[dtype])
+        block = _encode(model, doc_texts(chunk), batch_size, on_batch, prompt).astype(DTYPES[dtype])
         save_part(parts_dir, i, block)
         yield block
 
@@ -105,13 +116,19 @@ def write_embeddings(
     dim: int,
     dtype: str = "float16",
     progress: Callable[[int], None] | None = None,
+    tracker=None,
 ) -> np.ndarray:
-    """Write consecutive blocks of embeddings (corpus order) into a memory-mapped ``.npy``, atomically."""
+    """Write consecutive blocks of embeddings (corpus order) into a memory-mapped ``.npy``, atomically.
+
+    ``progress(n)`` is called after every block of ``n`` rows written; the documents written are shown
+    as the stage's progress (negmine.progress), on ``tracker`` when given."""
     if dtype not in DTYPES:
         raise BadInputError("--dtype", f"unknown value {dtype!r}; choose from {sorted(DTYPES)}")
-    from tqdm.auto import tqdm
+    with contextlib.nullcontext(tracker) if tracker is not None else track(rows, "docs") as bar:
+        return _write_blocks(path, parts, rows, dim, dtype, progress, bar)
 
-    bar = tqdm(total=rows, unit="doc", desc="encode corpus", disable=None, leave=False)
+
+def _write_blocks(path, parts, rows: int, dim: int, dtype: str, progress, bar) -> np.ndarray:
     # the .npy header, then each block appended as it comes: written pages are the page cache's, not
     # this process's (a writable memory map would hold the whole matrix in its RSS by the end)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -122,10 +139,9 @@ def write_embeddings(
                 raise StageError(f"an encoded block has shape {block.shape}, expected (rows, {dim})")
             fh.write(np.ascontiguousarray(block, dtype=DTYPES[dtype]).tobytes())
             start += len(block)
-            bar.update(len(block))
+            bar.update_to(start)
             if progress:
                 progress(len(block))
-        bar.close()
         if start != rows:
             raise StageError(f"encoded {start} documents, expected {rows}")
     return np.load(path, mmap_mode="r")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from negmine.errors import StageError
@@ -19,7 +21,8 @@ CPU_BATCH_TOKENS = 2048
 release_memory = malloc_trim
 
 
-def encode(model, texts: list[str], batch_size: int = 64, prompt_name: str | None = None, prompt: str | None = None) -> np.ndarray:
+def encode(model, texts: list[str], batch_size: int = 64, prompt_name: str | None = None, prompt: str | None = None,
+           on_batch: Callable[[int], None] | None = None) -> np.ndarray:
     """Normalised float32 embeddings, ``batch_size`` texts per forward pass at most.
 
     ``prompt`` (a text put before every text, as sentence-transformers' ``encode(prompt=...)``) or
@@ -27,17 +30,23 @@ def encode(model, texts: list[str], batch_size: int = 64, prompt_name: str | Non
 
     Texts are sorted by token length (longest first) so a batch holds texts of similar length and
     little padding; on CPU a batch also holds at most :data:`CPU_BATCH_TOKENS` padded tokens.
+    ``on_batch(n)`` is called after every ``n`` texts encoded (per batch on CPU, once on a GPU).
     """
     import torch
 
     budget = CPU_BATCH_TOKENS if _on_cpu(model) else None
     with torch.inference_mode():
         if budget is None or len(texts) <= 1:
-            return _st_encode(model, texts, batch_size, prompt_name, prompt)
+            out = _st_encode(model, texts, batch_size, prompt_name, prompt)
+            if on_batch:
+                on_batch(len(texts))
+            return out
         out = None
         for batch in token_batches(token_lengths(model, texts, prompt_name, prompt), batch_size, budget):
             part = _st_encode(model, [texts[i] for i in batch], len(batch), prompt_name, prompt)
             release_memory()
+            if on_batch:
+                on_batch(len(batch))
             if out is None:
                 out = np.empty((len(texts), part.shape[1]), dtype=np.float32)
             out[batch] = part

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from negmine.errors import StageError
+from negmine.progress import track
 from negmine.retrieve.candidates import candidates_table, positive_scores_table
 from negmine.retrieve.encode import chunks, encode
 
@@ -241,12 +242,14 @@ def sharded_top_k(embeddings: np.ndarray, query_batches: list[np.ndarray], k: in
     if n == 0:
         return [top_k(flat_index(embeddings), emb, k) for emb in query_batches]
     per_batch: list[list] = [[] for _ in query_batches]
-    for start in range(0, n, shard_size):
-        shard = shard_searcher(embeddings[start : start + shard_size])
-        for found, emb in zip(per_batch, query_batches):
-            scores, rows = top_k(shard, emb, k)
-            found.append((scores, rows + start))
-        del shard
+    with track(n, "docs", "search") as bar:
+        for start in range(0, n, shard_size):
+            shard = shard_searcher(embeddings[start : start + shard_size])
+            for found, emb in zip(per_batch, query_batches):
+                scores, rows = top_k(shard, emb, k)
+                found.append((scores, rows + start))
+            del shard
+            bar.update_to(min(start + shard_size, n))
     return [merge_top_k(found, min(k, n)) for found in per_batch]
 
 
@@ -283,20 +286,23 @@ def dense_candidates(
     ids = corpus.column("doc_id")
     hits, query_emb = [], []
     if index == "flat":  # exact: the corpus a shard at a time, so the float32 copy faiss searches stays bounded
-        for texts in chunks(queries.column("text").to_pylist(), query_batch):
-            query_emb.append(encode(model, texts, batch_size, prompt=prompt))
+        with track(queries.num_rows, "queries", "encode queries") as bar:
+            for texts in chunks(queries.column("text").to_pylist(), query_batch):
+                query_emb.append(encode(model, texts, batch_size, prompt=prompt, on_batch=bar.advance if bar.active else None))
         for emb, (scores, rows) in zip(query_emb, sharded_top_k(corpus_embeddings, query_emb, k, shard_size)):
             hits.extend(ranked_hits(scores, rows, ids))
             if progress:
                 progress(len(emb))
         return dense_tables(corpus, queries, qrels, corpus_embeddings, query_emb, hits)
     searcher = build_index(corpus_embeddings, index, **(index_params or {}))
-    for texts in chunks(queries.column("text").to_pylist(), query_batch):
-        emb = encode(model, texts, batch_size, prompt=prompt)
-        hits.extend(ranked_hits(*top_k(searcher, emb, k), ids))
-        query_emb.append(emb)
-        if progress:
-            progress(len(emb))
+    with track(queries.num_rows, "queries", "search") as bar:
+        for texts in chunks(queries.column("text").to_pylist(), query_batch):
+            emb = encode(model, texts, batch_size, prompt=prompt)
+            hits.extend(ranked_hits(*top_k(searcher, emb, k), ids))
+            query_emb.append(emb)
+            bar.advance(len(emb))
+            if progress:
+                progress(len(emb))
     if stats is not None and query_emb:
         sample = np.concatenate(query_emb)[:RECALL_SAMPLE]
         stats["index"] = index

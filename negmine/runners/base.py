@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from negmine.io import release_unused_memory
+from negmine.progress import stage as progress_stage
 from negmine.retrieve.embed import EMBED_CHUNK  # noqa: F401  (re-exported: the runners' default)
 from negmine.rundir import Run, measure
 
@@ -72,7 +73,7 @@ class StageResult:
 def run_stage(run: Run, stage: str, config: dict, inputs: list[Path], outputs: list[Path], compute: Callable[[], dict], force: bool = False) -> StageResult:
     if not force and run.is_fresh(stage, config, inputs):
         return StageResult(stage, True, run.manifest["stages"][stage])
-    with measure() as m:
+    with measure() as m, progress_stage(stage):
         try:
             stats = compute()
         finally:

@@ -52,7 +52,8 @@ def _encoder_kind(engine: str, encoder) -> dict:
         return actor_stats(encoder)
     from negmine.retrieve.models import encoder_kind
 
-    return {"encoder": encoder_kind(encoder)}
+    device = getattr(encoder, "device", None)
+    return {"encoder": encoder_kind(encoder)} | ({"device": str(device)} if device is not None else {})
 
 
 def _embed_parts_dir(output: Path, config: dict, inputs: list[Path]) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from negmine import progress
 from negmine.errors import BadInputError, StageError
 from negmine.io import read_table, write_json, write_table
 from negmine.names import check_name
@@ -161,7 +162,8 @@ def evaluate_model(
     dataset = ingest(data_dir, "auto", split)
     query_model = load_model(model, max_seq_length)
     doc_encoder = load_model(doc_model, max_seq_length) if doc_model else query_model
-    emb = encode(doc_encoder, doc_texts(dataset.corpus), batch_size)
+    with progress.stage("evaluate"), progress.track(dataset.corpus.num_rows, "docs", "encode") as bar:
+        emb = encode(doc_encoder, doc_texts(dataset.corpus), batch_size, on_batch=bar.advance if bar.active else None)
     ranking = dense_ranking(query_model, dataset.corpus, dataset.queries, k, batch_size, corpus_embeddings=emb)
     aggregate, per_query = evaluate_ranking(ranking, dataset.qrels, metrics)
     result = {"model": str(model), "doc_model": str(doc_model) if doc_model else None, "split": split, "queries": dataset.queries.num_rows, "metrics": aggregate}

@@ -34,6 +34,7 @@ classes are built on first use, so importing this module does not import torch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 
@@ -41,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 
 from negmine.errors import BadInputError, StageError
+from negmine.progress import SILENT, track
 
 LOSSES = ("mnrl", "cached-mnrl")
 METHODS = ("mnrl", "star", "adore")
@@ -284,14 +286,42 @@ def train_bi_encoder(
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        disable_tqdm=True,  # steps are shown through negmine.progress, when something listens
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=objective)
+    _show_steps(trainer)
     trainer.train()
     model.save(str(output_dir / "final"))
     history = list(trainer.state.log_history)
     if groups is not None:
         history.append({"masked_in_batch": objective.masked_in_batch, "step": trainer.state.global_step})
     return model, history
+
+
+def _show_steps(trainer) -> None:
+    """The trainer's steps as negmine progress, in place of its own bar and of the log lines it prints on stdout."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+    class Steps(TrainerCallback):
+        def __init__(self):
+            self.step = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.step = track(state.max_steps, "steps")
+            self.bar = self.step.__enter__()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.update_to(state.global_step)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.step is not None:
+                self.step.__exit__(None, None, None)
+                self.step = None
+
+    trainer.add_callback(Steps())
 
 
 def train_adore(
@@ -310,14 +340,14 @@ def train_adore(
     max_seq_length: int | None = 256,
     progress: bool = True,
 ):
-    """ADORE: train only the query encoder against fixed ``doc_embeddings`` (row i = corpus row i).
+    """ADORE: train only the query encoder against fixed ``doc_embeddings`` (row i = corpus row i);
+    its steps are shown through negmine.progress unless ``progress`` is False.
 
     Returns (model, losses per step). The model saved in ``output_dir/final`` is the query encoder; pair it
     with the document embeddings it was trained against (the starting model's).
     """
     import faiss
     import torch
-    from tqdm.auto import tqdm
     from transformers import set_seed
 
     from negmine.retrieve.models import load_model
@@ -340,7 +370,16 @@ def train_adore(
     step_losses = []
     k = min(k, docs.shape[0])
     steps = epochs * int(np.ceil(len(qids) / batch_size))
-    bar = tqdm(total=steps, desc="adore", disable=None if progress else True)
+    with track(steps, "steps") if progress else contextlib.nullcontext(SILENT) as bar:
+        _adore_steps(model, index, docs, positives, qids, text, optimizer, rng, step_losses, k, epochs, batch_size, scale, bar)
+    model.eval()
+    model.save(str(Path(output_dir) / "final"))
+    return model, step_losses
+
+
+def _adore_steps(model, index, docs, positives, qids, text, optimizer, rng, step_losses, k, epochs, batch_size, scale, bar) -> None:
+    import torch
+
     for _ in range(epochs):
         order = rng.permutation(len(qids))
         for start in range(0, len(qids), batch_size):
@@ -369,8 +408,4 @@ def train_adore(
                 loss.backward()
                 optimizer.step()
                 step_losses.append(float(loss.detach()))
-            bar.update(1)
-    bar.close()
-    model.eval()
-    model.save(str(Path(output_dir) / "final"))
-    return model, step_losses
+            bar.advance(1)
