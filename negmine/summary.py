@@ -69,9 +69,19 @@ def encoder_lines(results: list[StageResult]) -> list[str]:
         if not model or model in seen or not (stage in ("embed", "cluster") or stage.startswith("train.")):
             continue
         seen.add(model)
-        prompt = r.entry.get("stats", {}).get("prompt")
-        lines.append(escape(f"model ({r.stage}): {model}" + (f", prompt {prompt!r}" if prompt else "")))
+        lines.append(escape(f"model ({r.stage}): {model}" + _prompts(results)))
     return lines
+
+
+def _prompts(results: list[StageResult]) -> str:
+    """The query and document prompts the stages report (negmine.retrieve.models.resolve_prompt), if any."""
+    found = {}
+    for r in results:
+        stats = r.entry.get("stats", {})
+        for key, label in (("query_prompt", "query prompt"), ("corpus_prompt", "document prompt")):
+            if stats.get(key) and label not in found:
+                found[label] = stats[key]
+    return "".join(f", {label} {text!r}" for label, text in found.items())
 
 
 def _describe(stage: str, stats: dict) -> str:

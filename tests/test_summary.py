@@ -63,12 +63,12 @@ def test_embed_line_names_precision_and_device_and_the_model_is_printed():
     from negmine.runners.base import StageResult
     from negmine.summary import render
 
-    stats = {"documents": 300, "dim": 384, "dtype": "float16", "docs_per_s": 9.2, "precision": "bfloat16", "device": "cpu", "prompt": "query"}
+    stats = {"documents": 300, "dim": 384, "dtype": "float16", "docs_per_s": 9.2, "precision": "bfloat16", "device": "cpu", "corpus_prompt": "passage: "}
     assert _describe("embed", stats) == "300 documents x 384 (float16), 9.2 docs/s encoded in bfloat16 on cpu"
     console = Console(record=True, width=200)
     render(console, [StageResult("embed", True, {"config": {"model": "org/model"}, "stats": stats, "wall_s": 30.0, "peak_rss_mb": 500})])
     text = console.export_text()
-    assert "model (embed): org/model, prompt 'query'" in text
+    assert "model (embed): org/model, document prompt 'passage: '" in text
     assert "cached" in text and "30.0" not in text
 
 
