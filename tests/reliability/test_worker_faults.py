@@ -26,7 +26,6 @@ from helpers import small_beir, tree_hashes
 
 DENSE = {"k": 4, "max_seq_length": 64, "chunk_size": 8, "query_batch": 8}  # 64 documents: 8 corpus parts
 RESCORE = {"max_length": 64, "chunk_size": 6}  # 16 queries + their candidates' documents: 8+ teacher parts
-FIGURES = {"actors_killed": 0, "parts_redone_stages": 0}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +82,6 @@ def kill_after_first_result(monkeypatch, killed: list):
                     victim = self.actors[0]
                     ray.kill(victim)  # ends the actor's process, its running part and those queued on it
                     killed.append(victim)
-                    FIGURES["actors_killed"] += 1
                 yield result
 
         return killing()
@@ -107,7 +105,6 @@ def test_an_actor_killed_while_encoding_is_replaced_and_the_embeddings_are_ident
     assert (stats(run, "embed")["actors"], stats(run, "embed").get("actors_replaced")) == (2, 1)
     assert run.file("embeddings/corpus.npy").read_bytes() == undisturbed.file("embeddings/corpus.npy").read_bytes()
     assert not list(run.file("embeddings").glob(".corpus.parts-*"))
-    FIGURES["parts_redone_stages"] += 1
 
 
 @pytest.mark.slow
@@ -120,7 +117,6 @@ def test_an_actor_killed_while_rescoring_is_replaced_and_the_scores_are_identica
     assert (stats(run, "rescore.dense")["actors"], stats(run, "rescore.dense").get("actors_replaced")) == (2, 1)
     for name in ("scored_candidates_dense.parquet", "scored_positives_dense.parquet"):
         assert run.file(name).read_bytes() == undisturbed_ray_scores.file(name).read_bytes(), name
-    FIGURES["parts_redone_stages"] += 1
 
 
 @pytest.mark.slow
@@ -137,7 +133,6 @@ def test_an_actor_that_keeps_dying_stops_the_stage_naming_the_part(ray_cluster, 
     def replace_then_kill(self, slot, dead):
         real_replace(self, slot, dead)
         ray.kill(self.actors[slot])
-        FIGURES["actors_killed"] += 1
 
     monkeypatch.setattr(engine_ray.ModelPool, "_replace", replace_then_kill)
     with pytest.raises(StageError, match=rf"encoder part \d+ of 8: the Ray actor running it died {engine_ray.PART_RETRIES + 1} times") as raised:
