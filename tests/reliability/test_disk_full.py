@@ -158,3 +158,24 @@ def test_a_full_disk_in_each_stage_names_the_output_leaves_the_run_and_the_rerun
     after = tree_hashes(run)
     assert written and {k: after.get(k) for k in written} == {k: expected[k] for k in written}
     assert {k: v for k, v in after.items() if k not in written and k != "manifest.json"} == {k: v for k, v in before.items() if k != "manifest.json"}
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_lucene_indexes_names_the_index_leaves_the_run_and_the_rerun_completes(snapshots, tmp_path):
+    """The pyserini backend's Lucene index (a folder the JVM writes) is the bm25 stage's first output."""
+    import shutil
+
+    _, copies = snapshots
+    run, fresh = tmp_path / "run", tmp_path / "fresh"
+    shutil.copytree(copies["ingest"], run)
+    before = tree_hashes(run)
+    result = with_file_size_limit(("bm25", "--run", run, "--k", 5))
+    assert result.returncode == FAILURE, result.stderr
+    assert f"{run}/bm25_index: cannot write (File too large)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert tree_hashes(run) == before and temporaries(run) == [] and not (run / "bm25_index").exists()
+    assert invoke("bm25", "--run", run, "--k", 5).exit_code == 0
+    shutil.copytree(copies["ingest"], fresh)
+    assert invoke("bm25", "--run", fresh, "--k", 5).exit_code == 0
+    for name in ("candidates_bm25.parquet", "positive_scores_bm25.parquet"):
+        assert (run / name).read_bytes() == (fresh / name).read_bytes(), name
