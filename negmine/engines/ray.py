@@ -24,6 +24,11 @@ depend on which texts share a padded batch, and every part here is one whole loc
 faiss scores of a (query, document) pair do not depend on the shard. Identity holds between runs
 on the same kind of device: GPU actors give GPU floats, as the local engine on a GPU machine does.
 
+An actor that dies while it holds parts (killed, out of memory, its node lost) is replaced and those
+parts are redone on the new one, so the outputs are the same bytes; a part whose actor keeps dying
+stops the stage after :data:`PART_RETRIES` retries, naming the part. The stage's stats record
+``actors_replaced``.
+
 Parts travel through Ray's object store, so the nodes need no shared file system; each node needs
 negmine (``pip install 'negmine[ray]'``) and access to the model (a hub name or a path that exists
 on every node). Ray is imported only when this engine runs.
@@ -50,6 +55,9 @@ from negmine.progress import track
 
 # items queued per actor ahead of the results taken (ModelPool.map): one running, one waiting
 IN_FLIGHT = 2
+# times a part is sent again after the actor running it died (killed, out of memory, its node lost),
+# each time to a new actor started in its place, before the stage stops with an error naming the part
+PART_RETRIES = 3
 _END = object()
 
 
@@ -123,25 +131,43 @@ class _ModelWorker:
         return self.model.run_part(part, batch_size)
 
 
-def _in_order(ray, submit: Callable, items: Iterable, window: int) -> Iterator:
+def _in_order(ray, submit: Callable, items: Iterable, window: int, redo: Callable | None = None) -> Iterator:
     """``ray.get(submit(i, item))`` for each item in order, with at most ``window`` submitted and not yet
-    taken: ``items`` (a generator, say) is read only as results are taken."""
+    taken: ``items`` (a generator, say) is read only as results are taken.
+
+    When the actor running an item dies, ``redo(i, item, deaths, error)`` returns the item's new
+    reference (``deaths`` counts the times it died); without ``redo`` the error propagates."""
     source = iter(items)
-    pending = collections.deque(submit(i, item) for i, item in zip(range(window), source))
+    pending = collections.deque((i, item, submit(i, item)) for i, item in zip(range(window), source))
     sent = len(pending)
     with _unwrapped(ray):
         while pending:
-            result = ray.get(pending.popleft())
-            item = next(source, _END)
-            if item is not _END:
-                pending.append(submit(sent, item))
+            i, item, ref = pending.popleft()
+            deaths = 0
+            while True:
+                try:
+                    result = ray.get(ref)
+                    break
+                except ray.exceptions.RayActorError as exc:
+                    if redo is None:
+                        raise
+                    deaths += 1
+                    ref = redo(i, item, deaths, exc)
+            following = next(source, _END)
+            if following is not _END:
+                pending.append((sent, following, submit(sent, following)))
                 sent += 1
             yield result
 
 
 class ModelPool:
     """A pool of :class:`_ModelWorker` actors, started on first use: one per GPU when the cluster has
-    GPUs, else one per CPU (at most ``max_actors``, and never more than there are parts)."""
+    GPUs, else one per CPU (at most ``max_actors``, and never more than there are parts).
+
+    An actor that dies while it holds parts (killed, out of memory, its node lost) is replaced by a new
+    one that loads the model, and those parts are sent to it again; a part is deterministic, so the
+    results are the same bytes. A part whose actor dies more than :data:`PART_RETRIES` times stops the
+    stage (:class:`~negmine.errors.StageError` naming the part)."""
 
     def __init__(self, what: str, spec: str, max_length: int | None, address: str | None = None, max_actors: int | None = None, precision: str = "float32"):
         if max_actors is not None and max_actors < 1:
@@ -150,6 +176,8 @@ class ModelPool:
         self.precision = precision
         self.actors: list = []
         self.started = 0  # actors started (recorded in the stage's stats)
+        self.replaced = 0  # actors that died and were replaced (recorded in the stage's stats)
+        self._worker = None
         self.dim: int | None = None
 
     def _start(self, parts: int) -> None:
@@ -159,11 +187,26 @@ class ModelPool:
         gpus = int(resources.get("GPU", 0))
         options = {"num_cpus": 1, "num_gpus": 1} if gpus else {"num_cpus": 1}
         n = min(max(parts, 1), gpus or max(int(resources.get("CPU", 1)), 1), self.max_actors or parts or 1)
-        worker = ray.remote(_ModelWorker).options(**options)
-        self.actors = [worker.remote() for _ in range(n)]
+        self._worker = ray.remote(_ModelWorker).options(**options)
+        self.actors = [self._worker.remote() for _ in range(n)]
         self.started = n
         with _unwrapped(ray):
             self.dim = ray.get([a.load.remote(self.what, self.spec, self.max_length, self.precision) for a in self.actors])[0]
+
+    def _replace(self, slot: int, dead) -> None:
+        """A new actor, with the model loaded, in place of ``dead`` at ``slot`` (unless another of its
+        parts has replaced it already)."""
+        if self.actors[slot] is not dead:
+            return
+        ray = _ray()
+        with contextlib.suppress(Exception):  # already gone, as a rule
+            ray.kill(dead)
+        actor = self._worker.remote()
+        self.actors[slot] = actor
+        self.replaced += 1
+        # one that dies while loading fails the part sent to it next, which counts as one more death
+        with _unwrapped(ray), contextlib.suppress(ray.exceptions.RayActorError):
+            ray.get(actor.load.remote(self.what, self.spec, self.max_length, self.precision))
 
     def map(self, method: str, items: Iterable, batch_size: int, count: int | None = None) -> Iterator[np.ndarray]:
         """``method(item, batch_size)`` of every item on the actors; results in the order of ``items``.
@@ -179,11 +222,30 @@ class ModelPool:
             return iter(())
         if not self.actors:
             self._start(count)
-        actors = list(self.actors)
-        # item i runs on actor i mod n: an actor's calls run in the order sent, and the item sent when
-        # result i is taken (i + window) goes to the actor that has just finished it
-        call = lambda i, item: getattr(actors[i % len(actors)], method).remote(item, batch_size)  # noqa: E731
-        return _in_order(ray, call, items, IN_FLIGHT * len(actors))
+        n = len(self.actors)
+        sent_to: dict[int, object] = {}  # item -> the actor it was last sent to, until its result is taken
+
+        def call(i: int, item):
+            # item i runs on the actor in slot i mod n: an actor's calls run in the order sent, and the
+            # item sent when result i is taken (i + window) goes to the actor that has just finished it
+            sent_to[i] = actor = self.actors[i % n]
+            return getattr(actor, method).remote(item, batch_size)
+
+        def redo(i: int, item, deaths: int, exc: Exception):
+            if deaths > PART_RETRIES:
+                raise StageError(
+                    f"{self.what} part {i + 1} of {count}: the Ray actor running it died {deaths} times, each time replaced "
+                    f"and the part sent again (last: {type(exc).__name__}); see the cluster's logs (`ray logs`) for why"
+                ) from None
+            self._replace(i % n, sent_to[i])
+            return call(i, item)
+
+        def results():
+            for i, result in enumerate(_in_order(ray, call, items, IN_FLIGHT * n, redo)):
+                sent_to.pop(i, None)
+                yield result
+
+        return results()
 
     def release(self) -> None:
         """Stop the actors (their CPUs/GPUs go back to the cluster); the next :meth:`map` starts new ones."""

@@ -13,13 +13,15 @@ here, which holds the corpus in memory.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import time
 from pathlib import Path
 
 import pyarrow as pa
 
-from negmine.errors import BadInputError, StageError
+from negmine.errors import BadInputError, OutputError, StageError
 from negmine.io import LazyTable, read_table, table_slices
 from negmine.progress import track
 from negmine.retrieve.candidates import (
@@ -46,17 +48,41 @@ def build_lucene_index(corpus: "pa.Table | LazyTable", index_dir: Path, threads:
     tmp = index_dir.with_name(f".{index_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    indexer = indexer_class(str(tmp), False, int(threads))  # what pyserini's LuceneIndexer(tmp, threads=…) builds
-    _bound_ram_buffer(indexer, INDEX_BUFFER_MB)
-    with track(corpus.num_rows, "docs", "index") as bar:
-        for chunk in table_slices(corpus, INDEX_BATCH):
-            ids = chunk.column("doc_id").to_pylist()
-            indexer.addJsonDocuments([document.fromFields(i, t) for i, t in zip(ids, doc_texts(chunk))])
-            bar.advance(chunk.num_rows)
-        indexer.close()
+    try:
+        indexer = indexer_class(str(tmp), False, int(threads))  # what pyserini's LuceneIndexer(tmp, threads=…) builds
+        _bound_ram_buffer(indexer, INDEX_BUFFER_MB)
+        with track(corpus.num_rows, "docs", "index") as bar:
+            for chunk in table_slices(corpus, INDEX_BATCH):
+                ids = chunk.column("doc_id").to_pylist()
+                indexer.addJsonDocuments([document.fromFields(i, t) for i, t in zip(ids, doc_texts(chunk))])
+                bar.advance(chunk.num_rows)
+            indexer.close()
+        # the indexer logs a write it could not make (disk full, file too large) and carries on: an
+        # index without a commit point (segments_N) is incomplete and never replaces the old one
+        if not any(tmp.glob("segments_*")):
+            raise OutputError(index_dir, _write_failure(tmp))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(index_dir, ignore_errors=True)
     tmp.rename(index_dir)
     return index_dir
+
+
+def _write_failure(folder: Path) -> OSError:
+    """Why ``folder`` takes no more data (disk full, file too large, ...), found by writing a MiB there."""
+    probe = folder / ".write-probe"
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(bytes(1 << 20))
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        return exc
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    return OSError(0, "the Lucene indexer could not write the index; its log above says why")
 
 
 def _anserini(*names: str) -> list:

@@ -105,8 +105,12 @@ def kept_part(parts_dir: Path, i: int, rows: int, mmap: bool = False) -> np.ndar
 
 
 def save_part(parts_dir: Path, i: int, block: np.ndarray) -> None:
+    # header and bytes through the file object: a short write (disk full, file too large) raises the
+    # OS error itself, which names the cause, where numpy's ndarray.tofile reports only the byte counts
+    block = np.ascontiguousarray(block)
     with atomic_path(parts_dir / f"{i:06d}.npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, block)
+        np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(block))
+        fh.write(block.tobytes())
 
 
 def write_embeddings(

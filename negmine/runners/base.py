@@ -122,5 +122,6 @@ def model_id(model: str) -> str:
 
 
 def actor_stats(pool) -> dict:
-    """How many Ray actors a pool (negmine.engines.ray.ModelPool) started, for a stage's stats."""
-    return {"actors": pool.started} if pool.started else {}
+    """How many Ray actors a pool (negmine.engines.ray.ModelPool) started, and how many of them died and
+    were replaced (their parts redone), for a stage's stats."""
+    return ({"actors": pool.started} if pool.started else {}) | ({"actors_replaced": pool.replaced} if pool.replaced else {})
