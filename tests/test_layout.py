@@ -17,7 +17,7 @@ LAYERS = [
     {"negmine.engines"},
     {"negmine.runners", "negmine.summary"},
     {"negmine.recipes"},
-    {"negmine.api"},
+    {"negmine.api", "negmine.compat"},
     {"negmine.cli"},
 ]
 
