@@ -83,7 +83,7 @@ STRATEGY_PARAMS = {
     "n_bins": (Optional[int], opt("--n-bins", help="tas-balanced: margin bins.", default="10")),
     "negative_below": (Optional[float], opt("--negative-below", help="denoise: keep top candidates whose teacher ce_prob is below this.", default="0.1")),
     "positive_above": (Optional[float], opt("--positive-above", help="denoise: a ce_prob above this marks a likely false negative.", default="0.9")),
-    "pseudo_positives": (Optional[bool], opt("--pseudo-positives/--no-pseudo-positives", help="denoise: also write the likely false negatives out (as positives).")),
+    "pseudo_positives": (Optional[bool], opt("--pseudo-positives/--no-pseudo-positives", help="denoise: also write the likely false negatives out (as positives).", default="no-pseudo-positives")),
     "param": (List[str], typer.Option([], "--param", help="Any other strategy parameter, NAME=VALUE.")),
 }
 TEACHER_HELP = (

@@ -3,7 +3,6 @@ and the default its help shows is the runner's."""
 
 import inspect
 
-import click
 import pytest
 import typer
 
@@ -25,7 +24,7 @@ RENAMED = {("mine", "teacher_max_length"): (rescore_stage, "max_length")}
 NOT_RUNNER_OPTIONS = {"run_dir", "data", "as_json", "force", "param", "teacher"}
 
 
-def commands() -> dict[str, click.Command]:
+def commands() -> dict:
     group = typer.main.get_command(app)
     return {name: group.get_command(None, name) for name in RUNNERS}
 
@@ -44,7 +43,7 @@ def runner_default(command: str, name: str):
 
 
 CASES = [(name, param) for name, command in commands().items() for param in command.params
-         if isinstance(param, click.Option) and param.name not in NOT_RUNNER_OPTIONS]
+         if param.param_type_name == "option" and param.name not in NOT_RUNNER_OPTIONS]
 
 
 @pytest.mark.parametrize(("command", "param"), CASES, ids=[f"{c}--{p.name}" for c, p in CASES])
