@@ -1,3 +1,4 @@
+import pytest
 """The one-line description of each stage in the summary table."""
 
 from negmine.summary import _describe
@@ -72,7 +73,8 @@ def test_embed_line_names_precision_and_device_and_the_model_is_printed():
     assert "cached" in text and "30.0" not in text
 
 
-def test_mine_help_keeps_every_option_name_whole_at_80_columns():
+@pytest.mark.parametrize("name", ["mine", "train"])
+def test_help_keeps_every_option_name_whole_at_80_columns(name):
     import os
     import re
     import subprocess
@@ -84,12 +86,12 @@ def test_mine_help_keeps_every_option_name_whole_at_80_columns():
     import typer.main
 
     env = dict(os.environ, COLUMNS="80", PYTHONPATH=str(ROOT), TERM="dumb")
-    out = subprocess.run([sys.executable, "-m", "negmine.cli", "mine", "--help"], capture_output=True, text=True, env=env, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "negmine.cli", name, "--help"], capture_output=True, text=True, env=env, check=True).stdout
     assert max(len(line) for line in out.splitlines()) <= 80
     shown = set(re.findall(r"--[a-z0-9-]+(?:/--[a-z0-9-]+)?", out))
-    command = typer.main.get_command(app).commands["mine"]
+    command = typer.main.get_command(app).commands[name]
     for param in command.params:
-        for name in param.opts + param.secondary_opts:
-            if name.startswith("--"):
-                assert re.search(re.escape(name) + r"(?![a-z0-9-])", out), f"{name} is cut or missing in `mine --help` at 80 columns"
+        for option in param.opts + param.secondary_opts:
+            if option.startswith("--"):
+                assert re.search(re.escape(option) + r"(?![a-z0-9-])", out), f"{option} is cut or missing in `{name} --help` at 80 columns"
     assert shown and "…" not in "".join(line for line in out.splitlines() if line.lstrip("│ ").startswith("-"))

@@ -53,11 +53,11 @@ def train(
     max_seq_length: Optional[int] = opt("--max-seq-length", help="Tokens per text.", default="256"),
     adore_k: Optional[int] = opt("--adore-k", help="adore: documents retrieved per query each step.", default="200"),
     mask_collisions: Optional[bool] = opt(
-        "--mask-collisions/--no-mask-collisions", default="mask-collisions",
+        "--mask-collisions/--no-mask-collisions", default="mask-collisions", rich_help_panel="In-batch masking",
         help="Leave out of each anchor's softmax the in-batch documents that are positives of its query (labelled, duplicates.parquet, likely false negatives).",
     ),
-    fn_source: Optional[str] = opt("--fn-source", help="Which fn_scores_<source> table gives the likely false negatives to mask (used when the run has it).", default="dense"),
-    mask_fn_above: Optional[float] = opt("--mask-fn-above", help="Mask candidates whose fn_prob is above this.", default="0.5"),
+    fn_source: Optional[str] = opt("--fn-source", help="Which fn_scores_<source> table gives the likely false negatives to mask (used when the run has it).", default="dense", rich_help_panel="In-batch masking"),
+    mask_fn_above: Optional[float] = opt("--mask-fn-above", help="Mask candidates whose fn_prob is above this.", default="0.5", rich_help_panel="In-batch masking"),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
 ):
