@@ -205,6 +205,14 @@ class Run:
             "stats": stats or {},
             "versions": package_versions(),
         }
+        previous = self.manifest["stages"].get(stage)
         self.manifest["stages"][stage] = entry
-        write_json(self.manifest, self.path / MANIFEST)
+        try:
+            write_json(self.manifest, self.path / MANIFEST)
+        except BaseException:  # the manifest on disk is unchanged: so is the one in memory
+            if previous is None:
+                del self.manifest["stages"][stage]
+            else:
+                self.manifest["stages"][stage] = previous
+            raise
         return entry

@@ -71,14 +71,55 @@ class StageResult:
 
 
 def run_stage(run: Run, stage: str, config: dict, inputs: list[Path], outputs: list[Path], compute: Callable[[], dict], force: bool = False) -> StageResult:
+    """Skip the stage when the manifest says it is up to date; else compute it and record it.
+
+    The stage's outputs and its manifest entry change together: until the manifest is written, the
+    output files the stage replaces are kept (hard links beside them), and if computing or recording
+    fails (a full disk while ``manifest.json`` is written, say) they are put back and the files the
+    stage added are removed, so the run directory is as it was.
+    """
     if not force and run.is_fresh(stage, config, inputs):
         return StageResult(stage, True, run.manifest["stages"][stage])
-    with measure() as m, progress_stage(stage):
-        try:
-            stats = compute()
-        finally:
-            release_unused_memory()  # what the stage freed, before the next one starts
-    return StageResult(stage, False, run.record(stage, config, inputs, outputs, m, stats))
+    with _outputs_kept(outputs):
+        with measure() as m, progress_stage(stage):
+            try:
+                stats = compute()
+            finally:
+                release_unused_memory()  # what the stage freed, before the next one starts
+        entry = run.record(stage, config, inputs, outputs, m, stats)
+    return StageResult(stage, False, entry)
+
+
+@contextlib.contextmanager
+def _outputs_kept(outputs: list[Path]):
+    """Keep the output files there are now (a hard link each: no copy) while the body runs; if it
+    raises, put them back and remove the output files it added. Folders are left to their writers."""
+    existed = {path: path.is_file() for path in outputs}
+    kept: dict[Path, Path] = {}
+    try:
+        for path, was_file in existed.items():
+            if was_file:
+                backup = path.parent / f".{path.name}.kept-{os.getpid()}.tmp"  # a killed run's are clean_temporaries'
+                backup.unlink(missing_ok=True)
+                os.link(path, backup)
+                kept[path] = backup
+    except OSError:  # no hard links here (some filesystems): the stage still writes atomically, file by file
+        for backup in kept.values():
+            backup.unlink(missing_ok=True)
+        kept = {}
+    try:
+        yield
+    except BaseException:
+        for path, was_file in existed.items():
+            with contextlib.suppress(OSError):
+                if path in kept:
+                    os.replace(kept[path], path)
+                elif not was_file and path.is_file():
+                    path.unlink()
+        raise
+    finally:
+        for backup in kept.values():
+            backup.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
