@@ -39,3 +39,17 @@ def invoke(*args, **kwargs):
     from negmine.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+
+# Modules that mine, train or start Ray or a JVM in subprocesses end to end: the slow tier. The
+# default run (`python -m pytest -q`, what CI runs) includes them; `-m "not slow"` is the fast tier.
+SLOW_MODULES = {
+    "test_compat.py", "test_ray.py", "test_signals.py", "test_worker_faults.py", "test_faults.py", "test_disk_full.py",
+    "test_concurrency.py", "test_determinism.py", "test_trainer.py", "test_progress.py", "test_report.py", "test_mine_denoise.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
