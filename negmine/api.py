@@ -78,12 +78,9 @@ class RunTables:
 
     def negatives(self, strategy: str | None = None) -> pa.Table:
         """The negatives of ``strategy`` (None: the run's only negatives table)."""
-        found = [name.removeprefix("negatives_") for name in self.tables if name.startswith("negatives_")]
-        if strategy is None:
-            if len(found) != 1:
-                raise BadInputError(self.path, f"the run has {len(found)} negatives tables {found}; name a strategy")
-            strategy = found[0]
-        return self.table(f"negatives_{strategy}")
+        from negmine.runners.export import only_strategy
+
+        return self.table(f"negatives_{strategy if strategy is not None else only_strategy(self.path)}")
 
 
 class MineResult(RunTables):

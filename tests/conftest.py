@@ -53,3 +53,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A fresh local Ray cluster of two CPUs for the module's tests; a JVM that other tests started in
+    this process keeps its signal handlers (negmine.engines.signals)."""
+    import ray
+
+    from negmine.engines.signals import handlers_kept
+
+    with handlers_kept():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    with handlers_kept():
+        ray.shutdown()

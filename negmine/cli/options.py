@@ -7,7 +7,6 @@ help is the runner's). Groups of options used by several commands are added with
 
 import functools
 import inspect
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -135,7 +134,3 @@ def strategy_params(values: dict) -> dict:
 
     extra = parse_overrides(values.pop("param", []), "--param")
     return {name: value for name in list(STRATEGY_PARAMS) if name != "param" and (value := values.pop(name)) is not None} | extra
-
-
-def as_path(value) -> Path | None:
-    return None if value is None else Path(value)

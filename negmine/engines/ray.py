@@ -115,13 +115,8 @@ class _ModelWorker:
         self.model = load_teacher(spec, max_length)
         return None
 
-    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        from negmine.retrieve.encode import encode
-
-        return encode(self.model, texts, batch_size)
-
-    def encode_prompted(self, item: tuple[list[str], str | None], batch_size: int) -> np.ndarray:
-        """:meth:`encode` of ``item = (texts, prompt)``: the prompt put before every text."""
+    def encode(self, item: tuple[list[str], str | None], batch_size: int) -> np.ndarray:
+        """Embeddings of ``item = (texts, prompt)``, the prompt (None: none) put before every text."""
         from negmine.retrieve.encode import encode
 
         texts, prompt = item
@@ -310,7 +305,7 @@ def embed_corpus(
     texts = ((doc_texts(chunk), prompt) for chunk in corpus_slices(corpus, chunk_size))
     sizes = [min(chunk_size, len(corpus) - start) for start in range(0, len(corpus), chunk_size)]  # each chunk's rows
     if parts_dir is None:
-        blocks = encoders.map("encode_prompted", texts, batch_size, count=len(sizes))
+        blocks = encoders.map("encode", texts, batch_size, count=len(sizes))
         dim = encoders.dim
     else:
         blocks, dim = _resumable_blocks(encoders, texts, sizes, batch_size, Path(parts_dir), dtype, resumed if resumed is not None else {})
@@ -332,7 +327,7 @@ def _resumable_blocks(encoders: ModelPool, texts: Iterator[tuple[list[str], str 
     kept = {i: block.shape for i, block in ((i, kept_part(parts_dir, i, rows, mmap=True)) for i, rows in enumerate(sizes)) if block is not None}
     resumed["documents"] = sum(shape[0] for shape in kept.values())
     missing = [i for i in range(len(sizes)) if i not in kept]
-    encoded = encoders.map("encode_prompted", (t for i, t in enumerate(texts) if i not in kept), batch_size, count=len(missing))
+    encoded = encoders.map("encode", (t for i, t in enumerate(texts) if i not in kept), batch_size, count=len(missing))
     dim = encoders.dim if missing else (next(iter(kept.values()))[1] if kept else None)
 
     def blocks():
@@ -382,7 +377,7 @@ def dense_candidates(
     if shard_size < 1:
         raise StageError(f"shard size must be at least 1, got {shard_size}")
     ray = _ray()
-    query_emb = list(encoders.map("encode_prompted", ((texts, prompt) for texts in chunks(queries.column("text").to_pylist(), query_batch)), batch_size))
+    query_emb = list(encoders.map("encode", ((texts, prompt) for texts in chunks(queries.column("text").to_pylist(), query_batch)), batch_size))
     encoders.release()  # their CPUs/GPUs go to the search tasks
     connect(encoders.address)
     ids = corpus.column("doc_id")

@@ -148,6 +148,20 @@ def load_scores(run_dir: Path, strategy: str, kind: str, negatives: pa.Table, qr
     return scores, source
 
 
+
+def negatives_strategies(run_dir: str | os.PathLike) -> list[str]:
+    """The strategies whose negatives the run holds (``negatives_<strategy>.parquet``), sorted."""
+    return sorted(p.stem.removeprefix("negatives_") for p in Path(run_dir).glob("negatives_*.parquet"))
+
+
+def only_strategy(run_dir: str | os.PathLike) -> str:
+    """The strategy of the run's only negatives table; several or none is bad input naming ``--strategy``."""
+    found = negatives_strategies(run_dir)
+    if len(found) != 1:
+        raise BadInputError("--strategy", f"{run_dir} holds {len(found)} negatives tables {found}; name one")
+    return found[0]
+
+
 def export_run(
     run_dir: str | os.PathLike, strategy: str | None, fmt: str, out: str | os.PathLike, layout: str | None = None, num_negatives: int | None = None,
     group_ids: bool | None = None, scores: str | None = None, source: str | None = None,
@@ -178,11 +192,8 @@ def export_run(
     if scores is not None and scores not in SCORE_SOURCES:
         raise BadInputError("--scores", f"unknown score source {scores!r}; choose from {list(SCORE_SOURCES)}")
     run_dir = Path(run_dir)
-    found = sorted(p.stem.removeprefix("negatives_") for p in run_dir.glob("negatives_*.parquet"))
-    if strategy is None:  # the run's only negatives table
-        if len(found) != 1:
-            raise BadInputError("--strategy", f"{run_dir} holds {len(found)} negatives tables {found}; name one")
-        strategy = found[0]
+    found = negatives_strategies(run_dir)
+    strategy = strategy if strategy is not None else only_strategy(run_dir)
     check_name(strategy, "--strategy")
     path = run_dir / f"negatives_{strategy}.parquet"
     if not path.exists():

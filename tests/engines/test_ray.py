@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import ray
 from typer.testing import CliRunner
 
 from negmine.cli import app
@@ -41,17 +40,6 @@ OUTPUTS = [
     "scored_positives_dense.parquet",
     "negatives_simans.parquet",
 ]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    from negmine.engines.signals import handlers_kept
-
-    with handlers_kept():  # the JVM other tests started in this process keeps its signal handlers
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # a fresh local cluster
-    yield
-    with handlers_kept():
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +169,7 @@ def test_the_pool_reads_its_items_as_actors_free_up(ray_cluster, model_path):
     def items():
         for i, part in enumerate(parts):
             taken.append(i)
-            yield part
+            yield part, None
 
     pool = encoder_pool(model_path, 32, max_actors=1)
     try:
@@ -245,7 +233,7 @@ def test_sharded_search_breaks_ties_like_one_index(ray_cluster):
         address = None
 
         def map(self, method, parts, batch_size):
-            return (Model().encode(p[0] if method == "encode_prompted" else p) for p in parts)  # (texts, prompt) items
+            return (Model().encode(texts) for texts, _ in parts)  # (texts, prompt) items
 
         def release(self):
             pass
@@ -275,7 +263,7 @@ def test_bad_input_inside_a_ray_actor_reaches_the_driver_as_itself(tmp_path, ray
     pool = engine_ray.ModelPool("encoder", missing, 64)  # skips that check: the actor's load raises it
     try:
         with pytest.raises(BadInputError, match="model path does not exist") as raised:
-            list(pool.map("encode", [["some text"]], 8))
+            list(pool.map("encode", [(["some text"], None)], 8))
     finally:
         pool.close()
     assert type(raised.value) is BadInputError and raised.value.path == missing and raised.value.exit_code == 2

@@ -204,8 +204,6 @@ def test_an_invalid_dataset_leaves_no_corpus_file(tmp_path, beir_dir):
 
 
 def test_a_parquet_corpus_is_read_in_slices_and_rows_are_numbered_across_them(tmp_path, monkeypatch):
-    from negmine import ingest as ingest_mod
-
     ids = [f"d{i}" for i in range(20)] + ["d3"]
     pq.write_table(pa.table({"doc_id": ids, "title": [None] * 21, "text": ["x"] * 21}), tmp_path / "corpus.parquet", row_group_size=6)
     pq.write_table(pa.table({"query_id": ["q"], "text": ["x?"]}), tmp_path / "queries.parquet")

@@ -29,17 +29,6 @@ RESCORE = {"max_length": 64, "chunk_size": 6}  # 16 queries + their candidates' 
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    from negmine.engines.signals import handlers_kept
-
-    with handlers_kept():  # a JVM other tests started in this process keeps its signal handlers
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # a fresh local cluster
-    yield
-    with handlers_kept():
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return small_beir(tmp_path_factory.mktemp("data"), docs=64, queries=16)
 
