@@ -43,20 +43,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from negmine.schemas import NEGATIVES_COMPAT
+
 logger = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = ("triplet", "n-tuple", "labeled-pair", "labeled-list")
 SAMPLING_STRATEGIES = ("top", "random")
-
-NEGATIVES_COMPAT = pa.schema(
-    [
-        pa.field("query_id", pa.string(), nullable=False),
-        pa.field("neg_id", pa.string(), nullable=False),
-        pa.field("neg_rank", pa.int32(), nullable=False),  # 1-based, best first
-        pa.field("score", pa.float32(), nullable=False),
-    ]
-)
-
 
 def mine_hard_negatives(
     dataset,

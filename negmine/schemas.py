@@ -152,3 +152,14 @@ TABLES: dict[str, pa.Schema] = {
     "duplicates": DUPLICATES,
     "fn_scores": FN_SCORES,
 }
+
+
+# negmine.compat: the negatives sentence-transformers' mine_hard_negatives rules choose, per query
+NEGATIVES_COMPAT = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("neg_id", pa.string(), nullable=False),
+        pa.field("neg_rank", pa.int32(), nullable=False),  # 1-based, best first
+        pa.field("score", pa.float32(), nullable=False),
+    ]
+)
