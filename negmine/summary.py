@@ -107,6 +107,8 @@ def _describe(stage: str, stats: dict) -> str:
             text += f", {stats['docs_per_s']:,.1f} docs/s encoded"
             if "precision" in stats:
                 text += f" in {stats['precision']}"
+            if "backend" in stats:
+                text += f" with {stats['backend']}"
             if "device" in stats:
                 text += f" on {stats['device']}"
         if stats.get("documents_resumed"):

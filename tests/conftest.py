@@ -5,6 +5,12 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# the OpenVINO encoder's exported graphs (negmine.retrieve.backends.cache_root): one folder for the whole run,
+# shared with the CLI subprocesses the tests start; exported once, read by every later load
+if "NEGMINE_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["NEGMINE_CACHE_DIR"] = tempfile.mkdtemp(prefix="negmine-test-cache-")
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"

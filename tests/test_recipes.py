@@ -76,7 +76,7 @@ def test_refresh_needs_a_train_stage_and_rescore_a_teacher(tmp_path):
 
 def test_stage_keys_come_from_the_runner_signatures():
     assert stage_keys("retrieve") == [
-        "batch_size", "bm25_backend", "corpus_prompt", "corpus_prompt_name", "dtype", "engine", "fusion", "index", "k", "max_seq_length", "model", "precision",
+        "backend", "batch_size", "bm25_backend", "corpus_prompt", "corpus_prompt_name", "dtype", "engine", "fusion", "index", "k", "max_seq_length", "model", "precision",
         "query_prompt", "query_prompt_name", "ray_actors", "ray_address", "source", "threads",
     ]
     assert stage_keys("ingest") == ["corpus", "format", "positive_column", "query_column", "split"]
@@ -87,7 +87,7 @@ def test_overrides_reach_every_stage_that_takes_them_and_unknown_ones_fail(tmp_p
     assert [params.get("source") for name, params in recipe.stages] == [None, "bm25", "bm25"]
     result = invoke("run", PIPELINES / "simans.toml", "--data", SAMPLE, "--out", tmp_path / "x", "--set", "sourc=bm25")
     assert result.exit_code == 2
-    assert "--set: no stage of" in result.stderr and "takes 'sourc'; its stages take ['batch_size', 'bm25_backend'" in " ".join(result.stderr.split())
+    assert "--set: no stage of" in result.stderr and "takes 'sourc'; its stages take ['backend', 'batch_size', 'bm25_backend'" in " ".join(result.stderr.split())
     assert not (tmp_path / "x").exists()
 
 

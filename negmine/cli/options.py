@@ -45,6 +45,11 @@ EMBEDDINGS = {
         help="Encoder weights while encoding: auto (bfloat16 where the hardware has it natively: CPUs with AVX512-BF16 or AMX, GPUs; "
         "else float32) | float32 | bfloat16 (embeddings within cosine 1e-4 of float32's) | float16 (GPU).",
     )),
+    "backend": (Optional[str], opt(
+        "--backend", default="auto",
+        help="Runtime of the encoder's transformer: auto (openvino on a CPU where it runs the model: plain BERT checkpoints, float32 or native "
+        "bfloat16; else torch) | torch | openvino (faster on CPUs; embeddings within cosine 1e-4 of torch's).",
+    )),
     "index": (Optional[str], opt(
         "--index", default="flat", help="faiss index: flat (exact) | ivf | hnsw (approximate, for large corpora; the stage reports recall against flat).",
     )),

@@ -103,12 +103,12 @@ def _unwrapped(ray) -> Iterator[None]:
 class _ModelWorker:
     """A Ray actor holding one model, loaded once: a bi-encoder (``encoder``) or a teacher (``teacher``)."""
 
-    def load(self, what: str, spec: str, max_length: int | None, precision: str = "float32") -> int | None:
+    def load(self, what: str, spec: str, max_length: int | None, precision: str = "float32", backend: str = "torch") -> int | None:
         if what == "encoder":
             from negmine.retrieve.encode import embedding_dim
             from negmine.retrieve.models import load_model
 
-            self.model = load_model(spec, max_length, precision=precision)
+            self.model = load_model(spec, max_length, precision=precision, backend=backend)
             return embedding_dim(self.model)
         from negmine.rescore import load_teacher
 
@@ -164,11 +164,12 @@ class ModelPool:
     results are the same bytes. A part whose actor dies more than :data:`PART_RETRIES` times stops the
     stage (:class:`~negmine.errors.StageError` naming the part)."""
 
-    def __init__(self, what: str, spec: str, max_length: int | None, address: str | None = None, max_actors: int | None = None, precision: str = "float32"):
+    def __init__(self, what: str, spec: str, max_length: int | None, address: str | None = None, max_actors: int | None = None, precision: str = "float32",
+                 backend: str = "torch"):
         if max_actors is not None and max_actors < 1:
             raise StageError(f"the {what} pool needs at least 1 actor, got {max_actors}")
         self.what, self.spec, self.max_length, self.address, self.max_actors = what, spec, max_length, address, max_actors
-        self.precision = precision
+        self.precision, self.backend = precision, backend
         self.actors: list = []
         self.started = 0  # actors started (recorded in the stage's stats)
         self.replaced = 0  # actors that died and were replaced (recorded in the stage's stats)
@@ -186,7 +187,7 @@ class ModelPool:
         self.actors = [self._worker.remote() for _ in range(n)]
         self.started = n
         with _unwrapped(ray):
-            self.dim = ray.get([a.load.remote(self.what, self.spec, self.max_length, self.precision) for a in self.actors])[0]
+            self.dim = ray.get([a.load.remote(self.what, self.spec, self.max_length, self.precision, self.backend) for a in self.actors])[0]
 
     def _replace(self, slot: int, dead) -> None:
         """A new actor, with the model loaded, in place of ``dead`` at ``slot`` (unless another of its
@@ -201,7 +202,7 @@ class ModelPool:
         self.replaced += 1
         # one that dies while loading fails the part sent to it next, which counts as one more death
         with _unwrapped(ray), contextlib.suppress(ray.exceptions.RayActorError):
-            ray.get(actor.load.remote(self.what, self.spec, self.max_length, self.precision))
+            ray.get(actor.load.remote(self.what, self.spec, self.max_length, self.precision, self.backend))
 
     def map(self, method: str, items: Iterable, batch_size: int, count: int | None = None) -> Iterator[np.ndarray]:
         """``method(item, batch_size)`` of every item on the actors; results in the order of ``items``.
@@ -271,12 +272,13 @@ class RayTeacher:
         self.pool.close()
 
 
-def encoder_pool(model: str, max_seq_length: int | None = 256, address: str | None = None, max_actors: int | None = None, precision: str = "float32") -> ModelPool:
+def encoder_pool(model: str, max_seq_length: int | None = 256, address: str | None = None, max_actors: int | None = None, precision: str = "float32",
+                 backend: str = "torch") -> ModelPool:
     """Bi-encoder actors for :func:`embed_corpus` and :func:`dense_candidates` (nothing starts until used)."""
     from negmine.retrieve.models import check_model
 
     check_model(model)  # a missing model path fails here, before any actor starts
-    return ModelPool("encoder", model, max_seq_length, address, max_actors, precision)
+    return ModelPool("encoder", model, max_seq_length, address, max_actors, precision, backend)
 
 
 def embed_corpus(

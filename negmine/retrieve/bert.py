@@ -71,9 +71,13 @@ class Bert:
         return F.linear(x, self.weights[name + ".weight"], self.weights[name + ".bias"])
 
     def _norm(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, (x.shape[-1],), self.weights[name + ".weight"], self.weights[name + ".bias"], self.eps)
+        weight = self.weights[name + ".weight"]  # its shape is the normalised one (a constant for a tracer)
+        return F.layer_norm(x, weight.shape, weight, self.weights[name + ".bias"], self.eps)
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
+                 always_mask: bool = False) -> torch.Tensor:
+        """``always_mask``: apply the padding mask even where nothing is padded (same result; a graph
+        exported from this call then takes any batch)."""
         w = self.weights
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
         if token_type_ids is None:
@@ -81,7 +85,9 @@ class Bert:
         hidden = F.embedding(input_ids, w["embeddings.word_embeddings.weight"]) + F.embedding(token_type_ids, w["embeddings.token_type_embeddings.weight"])
         hidden = self._norm("embeddings.LayerNorm", hidden + F.embedding(positions, w["embeddings.position_embeddings.weight"]))
         mask = None  # as transformers: no mask when nothing is padded, else a boolean (batch, 1, length, length)
-        if attention_mask is not None and not bool(attention_mask.all()):
+        if always_mask:
+            mask = attention_mask.bool()[:, None, None, :]
+        elif attention_mask is not None and not bool(attention_mask.all()):
             batch, length = attention_mask.shape
             mask = attention_mask.bool()[:, None, None, :].expand(batch, 1, length, length).contiguous()
         for i in range(self.layers):

@@ -144,15 +144,18 @@ def _backbone(name_or_path: str, layout: dict, dtype):
 class PlainEncoder:
     """The part of ``SentenceTransformer`` that negmine's encoding uses, for a plain layout."""
 
-    def __init__(self, name_or_path: str, layout: dict, device: str | None = None, dtype=None):
+    def __init__(self, name_or_path: str, layout: dict, device: str | None = None, dtype=None, backbone=None):
+        """``backbone``: the transformer, already loaded (negmine.retrieve.openvino_bert.OpenVINOBert), called as
+        negmine's BERT is; by default negmine's BERT or transformers' AutoModel in ``dtype``."""
         import torch
         from transformers import AutoTokenizer
 
         from negmine.retrieve.bert import Bert
         from negmine.retrieve.device import default_device
 
-        self.auto_model = _backbone(str(name_or_path), layout, dtype)
-        self.own_bert = isinstance(self.auto_model, Bert)
+        self.auto_model = backbone if backbone is not None else _backbone(str(name_or_path), layout, dtype)
+        self.own_bert = backbone is not None or isinstance(self.auto_model, Bert)
+        self.kind = "openvino" if backbone is not None else "negmine-bert" if self.own_bert else "transformers"
         limit = layout["max_seq_length"]
         if limit is None:  # as sentence-transformers: the tokenizer's limit, capped by the positions the model has
             self.tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
@@ -169,7 +172,8 @@ class PlainEncoder:
         if not self.own_bert:
             self.auto_model.eval()
         self.device = torch.device(device or default_device())
-        self.auto_model.to(self.device)
+        if backbone is None:
+            self.auto_model.to(self.device)
 
     @property
     def max_seq_length(self) -> int | None:

@@ -34,11 +34,12 @@ LOADERS = ("auto", "transformers", "sentence-transformers")
 
 def load_model(
     name_or_path: str, max_seq_length: int | None = None, device: str | None = None, precision: str = "float32",
-    loader: str = "auto",
+    loader: str = "auto", backend: str = "torch",
 ):
     """Load a sentence-transformers model by hub name or local path (offline works with a path),
     its weights in ``precision`` (:data:`PRECISIONS`; "auto" as :func:`resolve_precision` chooses), with
-    ``loader`` (:data:`LOADERS`)."""
+    ``loader`` (:data:`LOADERS`), its transformer run by ``backend`` (negmine.retrieve.backends.BACKENDS;
+    "auto" as :func:`~negmine.retrieve.backends.resolve_backend` chooses)."""
     local = check_model(name_or_path)
     precision = resolve_precision(precision, device)
     if loader not in LOADERS:
@@ -46,6 +47,14 @@ def load_model(
     if local is not None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model needs no hub lookups (they hang offline)
     source = str(local) if local is not None else str(name_or_path)
+    if backend != "torch":
+        from negmine.retrieve.backends import resolve_backend
+
+        if loader == "sentence-transformers" and backend == "openvino":
+            raise BadInputError("--backend", "openvino runs negmine's own encoder, not the sentence-transformers loader")
+        backend = "torch" if loader == "sentence-transformers" else resolve_backend(backend, source, precision, device)
+    if backend == "openvino":
+        return _openvino_encoder(name_or_path, source, max_seq_length, precision)
     import torch
 
     dtype = getattr(torch, precision)
@@ -72,14 +81,38 @@ def load_model(
     return model
 
 
+def _openvino_encoder(name_or_path: str, source: str, max_seq_length: int | None, precision: str):
+    """A :class:`~negmine.retrieve.encoder.PlainEncoder` whose transformer is the model's OpenVINO graph
+    (negmine.retrieve.openvino_bert), in ``precision``; padded lengths rounded up as in low precision (fewer
+    shapes for the runtime to prepare kernels for)."""
+    from negmine.retrieve.encoder import PlainEncoder, plain_layout
+    from negmine.retrieve.openvino_bert import OpenVINOBert
+
+    layout = plain_layout(source)
+    try:
+        backbone = OpenVINOBert(layout["fetch"]("model.safetensors"), layout["model_config"], precision)
+        model = PlainEncoder(source, layout, device="cpu", backbone=backbone)
+    except (OSError, ValueError) as exc:
+        raise BadInputError(name_or_path, f"could not load the model ({exc})", field="model") from None
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    _pad_to_multiple(model, LOW_PRECISION_PAD)
+    return model
+
+
 def encoder_kind(model) -> str:
-    """Which code runs a loaded model: "negmine-bert" (negmine/bert.py), "transformers" (AutoModel behind
-    negmine's pooling) or "sentence-transformers"."""
+    """Which code runs a loaded model: "openvino" (negmine/retrieve/openvino_bert.py), "negmine-bert"
+    (negmine/retrieve/bert.py), "transformers" (AutoModel behind negmine's pooling) or "sentence-transformers"."""
     from negmine.retrieve.encoder import PlainEncoder
 
     if isinstance(model, PlainEncoder):
-        return "negmine-bert" if model.own_bert else "transformers"
+        return model.kind
     return "sentence-transformers"
+
+
+def model_backend(model) -> str:
+    """The backend a loaded model's transformer runs on: "openvino" or "torch"."""
+    return "openvino" if encoder_kind(model) == "openvino" else "torch"
 
 
 def _load_sentence_transformer(name_or_path: str, source: str, device: str | None, dtype):

@@ -28,32 +28,42 @@ from negmine.runners.base import (
 from negmine.schemas import CANDIDATES, CORPUS, POSITIVE_SCORES, QRELS, QUERIES
 
 
-def _embed_config(model: str, max_seq_length, dtype: str, batch_size: int, chunk_size: int, precision: str = "float32", prompt: str = "") -> dict:
+def _embed_config(model: str, max_seq_length, dtype: str, batch_size: int, chunk_size: int, precision: str = "float32", prompt: str = "",
+                  backend: str = "torch") -> dict:
     from negmine.retrieve.encode import CPU_BATCH_TOKENS
 
     config = {"model": model_id(model), "max_seq_length": max_seq_length, "dtype": dtype, "batch_size": batch_size, "cpu_batch_tokens": CPU_BATCH_TOKENS}
-    # chunks decide which texts share a padded batch; precision changes the floats
-    return config | unless_default(chunk_size=(chunk_size, EMBED_CHUNK), precision=(precision, "float32"), corpus_prompt=(prompt, ""))
+    # chunks decide which texts share a padded batch; precision and backend change the floats
+    return config | unless_default(chunk_size=(chunk_size, EMBED_CHUNK), precision=(precision, "float32"), corpus_prompt=(prompt, ""), backend=(backend, "torch"))
 
 
-def _encoder(engine: str, model: str, max_seq_length, ray_address: str | None = None, precision: str = "float32", ray_actors: int | None = None):
+def _backend(backend: str, model: str, precision: str) -> str:
+    """The encoder backend a stage runs (negmine.retrieve.backends.resolve_backend), decided here for either
+    engine: the stage's cache key and stats name it."""
+    from negmine.retrieve.backends import resolve_backend
+
+    return resolve_backend(backend, model, precision, "cuda" if precision == "float16" else None)
+
+
+def _encoder(engine: str, model: str, max_seq_length, ray_address: str | None = None, precision: str = "float32", ray_actors: int | None = None,
+             backend: str = "torch"):
     """The bi-encoder: loaded here (local), or a pool of Ray actors that load it when first used (ray)."""
     if engine == "ray":
         from negmine.engines.ray import encoder_pool
 
-        return encoder_pool(model, max_seq_length, ray_address, max_actors=ray_actors, precision=precision)
+        return encoder_pool(model, max_seq_length, ray_address, max_actors=ray_actors, precision=precision, backend=backend)
     from negmine.retrieve.models import load_model
 
-    return load_model(model, max_seq_length, precision=precision)
+    return load_model(model, max_seq_length, precision=precision, backend=backend)
 
 
 def _encoder_kind(engine: str, encoder) -> dict:
     if engine == "ray":  # the actors load their own
-        return actor_stats(encoder)
-    from negmine.retrieve.models import encoder_kind
+        return actor_stats(encoder) | {"backend": encoder.backend}
+    from negmine.retrieve.models import encoder_kind, model_backend
 
     device = getattr(encoder, "device", None)
-    return {"encoder": encoder_kind(encoder)} | ({"device": str(device)} if device is not None else {})
+    return {"encoder": encoder_kind(encoder), "backend": model_backend(encoder)} | ({"device": str(device)} if device is not None else {})
 
 
 def _embed_parts_dir(output: Path, config: dict, inputs: list[Path]) -> Path:
@@ -71,15 +81,17 @@ def _embed_parts_dir(output: Path, config: dict, inputs: list[Path]) -> Path:
 
 def embed_stage(run: Run, model: str = DEFAULT_MODEL, max_seq_length: int | None = 256, dtype: str = "float16", batch_size: int = 64, loaded=None, progress=None, force: bool = False,
                 chunk_size: int = EMBED_CHUNK, engine: str = "local", ray_address: str | None = None, precision: str = "auto",
-                ray_actors: int | None = None, corpus_prompt: str | None = None, corpus_prompt_name: str | None = None) -> StageResult:
-    """Encode the corpus → embeddings/corpus.npy (``dtype`` on disk; the model runs in ``precision``).
+                ray_actors: int | None = None, corpus_prompt: str | None = None, corpus_prompt_name: str | None = None, backend: str = "auto") -> StageResult:
+    """Encode the corpus → embeddings/corpus.npy (``dtype`` on disk; the model runs in ``precision`` on ``backend``).
 
     ``corpus_prompt`` / ``corpus_prompt_name``: the text put before every document (default: the
-    model's own document prompt, where it declares one; negmine.retrieve.models.resolve_prompt)."""
+    model's own document prompt, where it declares one; negmine.retrieve.models.resolve_prompt).
+    ``backend``: torch, openvino or auto (negmine.retrieve.backends)."""
     from negmine.retrieve.models import resolve_prompt
 
     check_engine(engine)
     precision = check_precision(precision, engine)
+    backend = _backend(backend, model, precision)
     prompt = resolve_prompt(model, "document", corpus_prompt, corpus_prompt_name)
     if engine == "ray":
         from negmine.engines.ray import embed_corpus
@@ -88,11 +100,11 @@ def embed_stage(run: Run, model: str = DEFAULT_MODEL, max_seq_length: int | None
 
     inputs = table_paths(run, "corpus")
     outputs = [run.file("embeddings/corpus.npy")]
-    config = _embed_config(model, max_seq_length, dtype, batch_size, chunk_size, precision, prompt)
+    config = _embed_config(model, max_seq_length, dtype, batch_size, chunk_size, precision, prompt, backend)
 
     def compute():
         corpus = LazyTable(inputs[0], CORPUS, "corpus")  # read a chunk at a time as it is encoded
-        encoder = loaded if loaded is not None else _encoder(engine, model, max_seq_length, ray_address, precision, ray_actors)
+        encoder = loaded if loaded is not None else _encoder(engine, model, max_seq_length, ray_address, precision, ray_actors, backend)
         # encoded chunks are kept until the stage ends: an interrupted encode resumes (on either engine)
         parts_dir, resumed = _embed_parts_dir(outputs[0], config, inputs), {}
         started = time.perf_counter()  # the encode alone: model loading is not part of docs/s
@@ -114,7 +126,7 @@ def dense_stage(run: Run, model: str = DEFAULT_MODEL, k: int = 100, max_seq_leng
                 chunk_size: int = EMBED_CHUNK, query_batch: int = QUERY_BATCH, engine: str = "local", ray_address: str | None = None, shard_size: int | None = None,
                 index: str = "flat", nprobe: int = 16, ef_search: int = 128, precision: str = "auto", ray_actors: int | None = None,
                 query_prompt: str | None = None, corpus_prompt: str | None = None, query_prompt_name: str | None = None,
-                corpus_prompt_name: str | None = None) -> list[StageResult]:
+                corpus_prompt_name: str | None = None, backend: str = "auto") -> list[StageResult]:
     """Embed the corpus (cached) and search; returns the embed and dense stage results.
 
     Prompts: ``query_prompt`` / ``query_prompt_name`` before every query, ``corpus_prompt`` /
@@ -124,6 +136,8 @@ def dense_stage(run: Run, model: str = DEFAULT_MODEL, k: int = 100, max_seq_leng
 
     ``precision`` is the encoder's (negmine.retrieve.device.PRECISIONS): float32, or bfloat16 (faster on CPUs
     that compute it in hardware, AVX512-BF16/AMX; bench/encode_efficiency.py measures it), float16 on a GPU; corpus and queries are encoded alike.
+    ``backend`` runs the encoder's transformer: torch, openvino (faster on CPUs, same embeddings within
+    rounding) or auto (openvino where it runs the model, negmine.retrieve.backends); part of both stages' keys.
 
     ``index`` ``ivf`` or ``hnsw`` searches approximately (negmine.retrieve.search.build_index; ``nprobe`` and
     ``ef_search`` trade recall for speed) and the stage reports its recall against exact search.
@@ -140,6 +154,7 @@ def dense_stage(run: Run, model: str = DEFAULT_MODEL, k: int = 100, max_seq_leng
     from negmine.retrieve.search import INDEXES
 
     precision = check_precision(precision, engine)
+    backend = _backend(backend, model, precision)
     from negmine.retrieve.models import resolve_prompt
 
     prompt = resolve_prompt(model, "query", query_prompt, query_prompt_name)
@@ -157,19 +172,19 @@ def dense_stage(run: Run, model: str = DEFAULT_MODEL, k: int = 100, max_seq_leng
 
     def model_once():
         if "model" not in holder:
-            holder["model"] = _encoder(engine, model, max_seq_length, ray_address, precision, ray_actors)
+            holder["model"] = _encoder(engine, model, max_seq_length, ray_address, precision, ray_actors, backend)
         return holder["model"]
 
     inputs_embed = table_paths(run, "corpus")
-    embed_config = _embed_config(model, max_seq_length, dtype, batch_size, chunk_size, precision, document_prompt)
+    embed_config = _embed_config(model, max_seq_length, dtype, batch_size, chunk_size, precision, document_prompt, backend)
     try:
         embed_loaded = None if (not force and run.is_fresh("embed", embed_config, inputs_embed)) else model_once()
         embed = embed_stage(run, model, max_seq_length, dtype, batch_size, loaded=embed_loaded, progress=progress, force=force, chunk_size=chunk_size, engine=engine, ray_address=ray_address, precision=precision, ray_actors=ray_actors,
-                            corpus_prompt=document_prompt)
+                            corpus_prompt=document_prompt, backend=backend)
         inputs = table_paths(run, "corpus", "queries", "qrels") + [run.file("embeddings/corpus.npy")]
         outputs = table_paths(run, "candidates_dense", "positive_scores_dense")
         index_params = {"nprobe": nprobe} if index == "ivf" else {"ef_search": ef_search} if index == "hnsw" else {}
-        config = {"model": model_id(model), "k": k, "max_seq_length": max_seq_length, "batch_size": batch_size, "cpu_batch_tokens": embed_config["cpu_batch_tokens"]} | unless_default(query_batch=(query_batch, QUERY_BATCH), index=(index, "flat"), precision=(precision, "float32"), query_prompt=(prompt, "")) | index_params
+        config = {"model": model_id(model), "k": k, "max_seq_length": max_seq_length, "batch_size": batch_size, "cpu_batch_tokens": embed_config["cpu_batch_tokens"]} | unless_default(query_batch=(query_batch, QUERY_BATCH), index=(index, "flat"), precision=(precision, "float32"), query_prompt=(prompt, ""), backend=(backend, "torch")) | index_params
 
         def compute():
             import pyarrow as pa
@@ -185,7 +200,7 @@ def dense_stage(run: Run, model: str = DEFAULT_MODEL, k: int = 100, max_seq_leng
             candidates, positives = dense_candidates(corpus, queries, qrels, emb, model_once(), k, batch_size, query_batch, threads=threads, prompt=prompt, **extra)
             write_table(candidates, outputs[0], CANDIDATES)
             write_table(positives, outputs[1], POSITIVE_SCORES)
-            return retrieval_stats(candidates, positives) | ({"query_prompt": prompt} if prompt else {}) | ran_on(engine) | index_stats
+            return retrieval_stats(candidates, positives) | ({"query_prompt": prompt} if prompt else {}) | {"backend": backend} | ran_on(engine) | index_stats
 
         return [embed, run_stage(run, "dense", config, inputs, outputs, compute, force)]
     finally:

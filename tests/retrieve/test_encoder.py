@@ -118,11 +118,12 @@ def test_other_layouts_go_to_sentence_transformers(tmp_path, model_path, change)
         load_model(path, 64, loader="transformers")
 
 
-def test_a_dense_run_does_not_import_sentence_transformers(tmp_path, model_path):
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_a_dense_run_does_not_import_sentence_transformers(tmp_path, model_path, backend):
     code = (
         "import sys; from negmine.rundir import Run; from negmine.runners.ingest import ingest_stage; from negmine.runners.dense import dense_stage\n"
         f"run = Run.open({str(tmp_path / 'run')!r}); ingest_stage(run, {str(SAMPLE)!r})\n"
-        f"dense_stage(run, {model_path!r}, k=10, max_seq_length=64)\n"
+        f"dense_stage(run, {model_path!r}, k=10, max_seq_length=64, backend={backend!r})\n"
         "print([m in sys.modules for m in ('sentence_transformers', 'transformers.modeling_utils', 'torch._dynamo')])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -130,4 +131,6 @@ def test_a_dense_run_does_not_import_sentence_transformers(tmp_path, model_path)
     versions = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["embed"]["versions"]
     assert "transformers" in versions and "sentence_transformers" not in versions
     stats = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["embed"]["stats"]
-    assert stats["encoder"] == "negmine-bert"
+    from negmine.retrieve.backends import openvino_installed
+
+    assert stats["encoder"] == ("openvino" if backend == "auto" and openvino_installed() else "negmine-bert")

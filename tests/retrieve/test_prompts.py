@@ -58,7 +58,7 @@ def test_a_model_with_declared_prompts_is_encoded_with_them_by_default(ingested,
     assert ingested.manifest["stages"]["embed"]["config"]["corpus_prompt"] == "passage: "
     stored = np.load(ingested.file("embeddings/corpus.npy")).astype(np.float32)
     texts = doc_texts(ingested_corpus(ingested))
-    model = load_model(prompted_model, 64)
+    model = load_model(prompted_model, 64, backend=embed["backend"])  # the backend auto chose here
     with_prompt = encode(model, texts[:8], 64, prompt="passage: ").astype(np.float16).astype(np.float32)
     without = encode(model, texts[:8], 64).astype(np.float16).astype(np.float32)
     assert np.array_equal(stored[:8], with_prompt) and not np.array_equal(stored[:8], without)

@@ -1,0 +1,108 @@
+"""The OpenVINO encoder backend: same embeddings as sentence-transformers' within rounding, exported once,
+chosen by auto where it runs the model, part of the embeddings' cache key."""
+
+import os
+
+import numpy as np
+import pytest
+
+from negmine.errors import BadInputError
+from negmine.ingest import ingest
+from negmine.retrieve.backends import BACKENDS, cache_root, openvino_installed, resolve_backend
+from negmine.retrieve.candidates import doc_texts
+from negmine.retrieve.device import native_bfloat16
+from negmine.retrieve.encode import encode
+from negmine.retrieve.models import encoder_kind, load_model
+
+from conftest import SAMPLE, invoke
+
+pytestmark = pytest.mark.skipif(not openvino_installed(), reason="openvino is not installed")
+INSTALLED = [b for b in BACKENDS if b != "auto"]  # every backend this suite's install has
+
+
+@pytest.fixture(scope="module")
+def texts():
+    corpus = doc_texts(ingest(SAMPLE).corpus)
+    return corpus + ["", "a", "protein " * 400]  # an empty text, a one-token one, one past the length limit
+
+
+@pytest.fixture(scope="module")
+def reference(model_path, texts):
+    """sentence-transformers' own float32 embeddings of the texts."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(model_path, device="cpu")
+    model.max_seq_length = 128
+    return model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+
+
+@pytest.mark.parametrize("backend", INSTALLED)
+def test_each_backend_matches_sentence_transformers(model_path, texts, reference, backend):
+    model = load_model(model_path, 128, backend=backend)
+    assert encoder_kind(model) == ("openvino" if backend == "openvino" else "negmine-bert")
+    emb = encode(model, texts, 32)
+    assert emb.shape == reference.shape and emb.dtype == np.float32
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert float((emb * reference).sum(1).min()) >= 0.9999
+
+
+@pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16")
+def test_openvino_bfloat16_within_rounding_of_float32(model_path, texts, reference):
+    emb = encode(load_model(model_path, 128, precision="bfloat16", backend="openvino"), texts, 32)
+    assert float((emb * reference).sum(1).min()) >= 0.999  # bfloat16 keeps 8 bits of mantissa
+    assert float((emb * reference).sum(1).mean()) >= 0.9999
+
+
+def test_openvino_is_deterministic_and_exported_once(model_path, texts):
+    first = encode(load_model(model_path, 128, backend="openvino"), texts, 32)
+    folders = sorted((cache_root() / "openvino").iterdir())
+    graph = folders[0] / "model.xml"
+    stamp = graph.stat().st_mtime_ns
+    second = encode(load_model(model_path, 128, backend="openvino"), texts, 32)
+    assert first.tobytes() == second.tobytes()
+    assert sorted((cache_root() / "openvino").iterdir()) == folders and graph.stat().st_mtime_ns == stamp  # read, not exported again
+    assert not [p for p in (cache_root() / "openvino").iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_auto_chooses_openvino_only_where_it_runs_the_model(model_path, tmp_path):
+    assert resolve_backend("auto", model_path, "float32") == "openvino"
+    assert resolve_backend("torch", model_path, "float32") == "torch"
+    assert resolve_backend("auto", model_path, "float16", "cuda") == "torch"  # a GPU encoder stays on torch
+    # a checkpoint negmine's BERT does not run (relative position embeddings): torch under auto, an error when asked for
+    from test_encoder import variant
+
+    other = variant(model_path, tmp_path / "relative", config={"position_embedding_type": "relative_key"})
+    assert resolve_backend("auto", other, "float32") == "torch"
+    with pytest.raises(BadInputError, match="--backend"):
+        resolve_backend("openvino", other, "float32")
+    with pytest.raises(BadInputError, match="--backend"):
+        resolve_backend("onnx", model_path, "float32")
+
+
+def test_backend_is_in_the_cache_key_and_the_stats(model_path, tmp_path):
+    run = tmp_path / "run"
+    common = ["mine", "--data", SAMPLE, "--out", run, "--model", model_path, "--max-seq-length", "64", "--strategy", "topk", "--json"]
+    import json
+
+    ran = json.loads(invoke(*common, "--backend", "openvino").stdout)
+    assert ran["embed"]["stats"]["backend"] == "openvino" and ran["embed"]["stats"]["encoder"] == "openvino"
+    again = json.loads(invoke(*common).stdout)  # auto resolves to openvino here: nothing reruns
+    assert again["embed"]["skipped"] and again["dense"]["skipped"]
+    torch_run = json.loads(invoke(*common, "--backend", "torch").stdout)
+    assert not torch_run["embed"]["skipped"] and not torch_run["dense"]["skipped"]
+    assert torch_run["embed"]["stats"]["backend"] == "torch"
+
+
+def test_unknown_backend_exits_2_naming_the_option(model_path, tmp_path):
+    result = invoke("mine", "--data", SAMPLE, "--out", tmp_path / "run", "--model", model_path, "--backend", "onnx")
+    assert result.exit_code == 2 and "--backend" in result.output
+    assert not (tmp_path / "run" / "embeddings").exists()
+
+
+def test_cache_folder_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEGMINE_CACHE_DIR", str(tmp_path / "c"))
+    assert cache_root() == tmp_path / "c"
+    monkeypatch.delenv("NEGMINE_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert cache_root() == tmp_path / "x" / "negmine"
+    assert os.environ["XDG_CACHE_HOME"] == str(tmp_path / "x")
