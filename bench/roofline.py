@@ -100,7 +100,10 @@ def median_walls(results: Path, documents: int) -> list[dict]:
         if not RESULT_FILE.fullmatch(path.stem) or not docs or int(docs.group(1)) != documents:
             continue
         rows = re.findall(r"^\| (?:each tool's default|same precision, \w+) \| ([^|]+) \| \w+ \| ([^|]+) \|", text, flags=re.MULTILINE)
-        backends = {label.split()[0]: backend.strip() for label, backend in rows}
+        backends: dict[str, str] = {}
+        for label, backend in rows:  # rows sharing a run name the same backend; keep one that is known
+            if backends.get(label.split()[0], "?") == "?":
+                backends[label.split()[0]] = backend.strip()
         walls = re.findall(r"^\| (negmine|sentence-transformers) \| (\w+) \| \d+ \| ([\d.]+) \|", text, flags=re.MULTILINE)
         if not walls:  # the older format
             old = re.search(r"encoder precision: negmine (\w+), sentence-transformers (\w+)", text)
