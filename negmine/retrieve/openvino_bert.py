@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -149,7 +150,7 @@ class OpenVINOBert:
         # the outputs are float32 whatever the precision the graph computes in
         return iter([torch.zeros(1)])
 
-    def to(self, *args, **kwargs) -> "OpenVINOBert":
+    def to(self, *args, **kwargs) -> OpenVINOBert:
         return self  # the precision is the compiled graph's
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -158,7 +159,7 @@ class OpenVINOBert:
         types = np.zeros_like(ids) if token_type_ids is None else token_type_ids.numpy().astype(np.int64, copy=False)
         bounds = np.linspace(0, len(ids), min(self.streams, len(ids)) + 1).astype(int)
         self._parts = {}
-        for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        for i, (start, end) in enumerate(itertools.pairwise(bounds)):
             self.queue.start_async({"input_ids": ids[start:end], "attention_mask": mask[start:end], "token_type_ids": types[start:end]}, userdata=i)
         self.queue.wait_all()
         return torch.from_numpy(np.concatenate([self._parts[i] for i in range(len(bounds) - 1)]))

@@ -5,16 +5,20 @@ import os
 
 import numpy as np
 import pytest
+from conftest import SAMPLE, invoke
 
 from negmine.errors import BadInputError
 from negmine.ingest import ingest
-from negmine.retrieve.backends import BACKENDS, cache_root, openvino_installed, resolve_backend
+from negmine.retrieve.backends import (
+    BACKENDS,
+    cache_root,
+    openvino_installed,
+    resolve_backend,
+)
 from negmine.retrieve.candidates import doc_texts
 from negmine.retrieve.device import native_bfloat16
 from negmine.retrieve.encode import encode
 from negmine.retrieve.models import encoder_kind, load_model
-
-from conftest import SAMPLE, invoke
 
 pytestmark = pytest.mark.skipif(not openvino_installed(), reason="openvino is not installed")
 INSTALLED = [b for b in BACKENDS if b != "auto"]  # every backend this suite's install has
