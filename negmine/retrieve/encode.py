@@ -41,8 +41,11 @@ def encode(model, texts: list[str], batch_size: int = 64, prompt_name: str | Non
             if on_batch:
                 on_batch(len(texts))
             return out
+        batches = token_batches(token_lengths(model, texts, prompt_name, prompt), batch_size, budget)
+        if getattr(model, "pipelined", False):  # the OpenVINO encoder: batches queued, tokenised while others run
+            return model.encode_batches(texts, batches, prompt if prompt is not None else model.prompts.get(prompt_name, "") if prompt_name else "", on_batch)
         out = None
-        for batch in token_batches(token_lengths(model, texts, prompt_name, prompt), batch_size, budget):
+        for batch in batches:
             part = _st_encode(model, [texts[i] for i in batch], len(batch), prompt_name, prompt)
             release_memory()
             if on_batch:

@@ -227,6 +227,39 @@ class PlainEncoder:
         emb = torch.stack(restored) if restored else torch.empty((0, self.get_embedding_dimension()))
         return emb if convert_to_tensor or not convert_to_numpy else emb.float().numpy()
 
+    @property
+    def pipelined(self) -> bool:
+        """Whether :meth:`encode_batches` overlaps the batches (a backbone that runs them asynchronously)."""
+        return hasattr(self.auto_model, "run_batches")
+
+    def encode_batches(self, texts: list[str], batches: list[list[int]], prompt: str = "", on_batch=None) -> np.ndarray:
+        """Normalised float32 embeddings of ``texts`` encoded in ``batches`` (lists of positions), by a backbone
+        with ``run_batches`` (negmine.retrieve.openvino_bert.OpenVINOBert): the next batches are tokenised and
+        the finished ones pooled while the backbone runs."""
+
+        def tokenized():
+            for batch in batches:
+                yield batch, self.tokenizer([prompt + texts[i] for i in batch], padding=True, truncation="longest_first", return_tensors="np",
+                                            **self.tokenizer_kwargs)
+
+        out = np.empty((len(texts), self.get_embedding_dimension()), dtype=np.float32)
+        # pooled and normalised with numpy: torch's worker threads would compete with the backbone's for the cores
+        for batch, hidden, mask in self.auto_model.run_batches(tokenized()):
+            emb = _normalized(self._pool_numpy(hidden, mask))
+            out[batch] = _normalized(emb) if self.normalize else emb
+            if on_batch:
+                on_batch(len(batch))
+        return out
+
+    def _pool_numpy(self, tokens: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """:meth:`_pool` on float32 arrays."""
+        if self.pooling == "cls":
+            return tokens[np.arange(len(tokens)), attention_mask.argmax(axis=1)]
+        if self.pooling == "max":
+            return np.where(attention_mask[:, :, None] > 0, tokens, -np.inf).max(axis=1)
+        mask = attention_mask[:, :, None].astype(np.float32)
+        return (tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+
     def _pool(self, tokens, attention_mask):
         """sentence-transformers' Pooling over padded batches, for one mode."""
         import torch
@@ -243,3 +276,8 @@ class PlainEncoder:
         total = (tokens * mask).sum(dim=1, dtype=accumulate)
         count = torch.clamp(mask.sum(dim=1, dtype=accumulate), min=1e-9)
         return (total / count).to(tokens.dtype)
+
+
+def _normalized(emb: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm, as ``torch.nn.functional.normalize`` (norms below 1e-12 count as 1e-12)."""
+    return (emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)).astype(np.float32, copy=False)

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from negmine.retrieve.backends import cache_root
 EXPORT_FORMAT = 1
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16"}
+QUEUED_BATCHES = 3  # batches queued at once by run_batches (the one waited for and those behind it)
 
 
 class _Traceable(torch.nn.Module):
@@ -139,12 +141,50 @@ class OpenVINOBert:
             "INFERENCE_NUM_THREADS": str(self.streams),
             "PERFORMANCE_HINT": "THROUGHPUT",
         })
-        self.queue = openvino.AsyncInferQueue(self.compiled, self.streams)
+        # requests for the slices of QUEUED_BATCHES batches: the streams take the next as soon as one finishes
+        self.queue = openvino.AsyncInferQueue(self.compiled, self.streams * QUEUED_BATCHES)
         self.queue.set_callback(self._collect)
+        self._done = threading.Condition()
         self._parts: dict[int, np.ndarray] = {}
 
-    def _collect(self, request, index: int) -> None:
-        self._parts[index] = request.get_output_tensor(0).data.copy()
+    def _collect(self, request, key) -> None:
+        part = request.get_output_tensor(0).data.copy()
+        with self._done:
+            self._parts[key] = part
+            self._done.notify_all()
+
+    def _slices(self, rows: int) -> list[tuple[int, int]]:
+        """The rows of a batch each stream runs: the batch cut into (at most) one slice per stream."""
+        bounds = np.linspace(0, rows, min(self.streams, rows) + 1).astype(int)
+        return list(itertools.pairwise(bounds))
+
+    def run_batches(self, tokenized, ahead: int = QUEUED_BATCHES - 1):
+        """``(batch, hidden states, attention mask)`` for each ``(batch, tokenizer features)`` of ``tokenized``,
+        in order: each batch's slices are queued on the streams as soon as it is tokenised, with up to ``ahead``
+        batches queued behind the one being waited for, so the streams do not wait for Python in between."""
+        pending: list = []  # (batch, mask, number of slices, key) in submission order
+        self._parts = {}
+        for n, (batch, features) in enumerate(tokenized):
+            inputs = {name: np.asarray(features[name], dtype=np.int64) if name in features else None for name in INPUTS}
+            ids = inputs["input_ids"]
+            mask = inputs["attention_mask"] if inputs["attention_mask"] is not None else np.ones_like(ids)
+            types = inputs["token_type_ids"] if inputs["token_type_ids"] is not None else np.zeros_like(ids)
+            slices = self._slices(len(ids))
+            for i, (start, end) in enumerate(slices):
+                self.queue.start_async({"input_ids": ids[start:end], "attention_mask": mask[start:end], "token_type_ids": types[start:end]}, userdata=(n, i))
+            pending.append((batch, mask, len(slices), n))
+            while len(pending) > ahead:
+                yield self._finished(pending.pop(0))
+        self.queue.wait_all()
+        for item in pending:
+            yield self._finished(item)
+
+    def _finished(self, item):
+        batch, mask, count, n = item
+        with self._done:
+            self._done.wait_for(lambda: all((n, i) in self._parts for i in range(count)))
+            hidden = np.concatenate([self._parts.pop((n, i)) for i in range(count)])
+        return batch, hidden, mask
 
     def parameters(self):
         # the outputs are float32 whatever the precision the graph computes in
@@ -157,9 +197,9 @@ class OpenVINOBert:
         ids = input_ids.numpy().astype(np.int64, copy=False)
         mask = np.ones_like(ids) if attention_mask is None else attention_mask.numpy().astype(np.int64, copy=False)
         types = np.zeros_like(ids) if token_type_ids is None else token_type_ids.numpy().astype(np.int64, copy=False)
-        bounds = np.linspace(0, len(ids), min(self.streams, len(ids)) + 1).astype(int)
+        slices = self._slices(len(ids))
         self._parts = {}
-        for i, (start, end) in enumerate(itertools.pairwise(bounds)):
+        for i, (start, end) in enumerate(slices):
             self.queue.start_async({"input_ids": ids[start:end], "attention_mask": mask[start:end], "token_type_ids": types[start:end]}, userdata=i)
         self.queue.wait_all()
-        return torch.from_numpy(np.concatenate([self._parts[i] for i in range(len(bounds) - 1)]))
+        return torch.from_numpy(np.concatenate([self._parts[i] for i in range(len(slices))]))

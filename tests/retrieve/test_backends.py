@@ -110,3 +110,20 @@ def test_cache_folder_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert cache_root() == tmp_path / "x" / "negmine"
     assert os.environ["XDG_CACHE_HOME"] == str(tmp_path / "x")
+
+
+@pytest.mark.parametrize("pooling", [{"pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True},
+                                     {"pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": True}], ids=["cls", "max"])
+def test_openvino_pools_as_sentence_transformers(model_path, texts, tmp_path, pooling):
+    from sentence_transformers import SentenceTransformer
+    from test_encoder import variant
+
+    path = variant(model_path, tmp_path / "pooled", pooling=pooling)
+    st = SentenceTransformer(path, device="cpu")
+    st.max_seq_length = 128
+    expected = st.encode(texts[:60], batch_size=32, normalize_embeddings=True)
+    model = load_model(path, 128, backend="openvino")
+    queued = encode(model, texts[:60], 32)  # batches queued on the streams, pooled with numpy
+    one_by_one = model.encode(texts[:60], batch_size=32, normalize_embeddings=True)  # one batch at a time, pooled with torch
+    assert float((queued * expected).sum(1).min()) >= 0.9999
+    assert np.allclose(queued, one_by_one, atol=1e-6)
