@@ -103,7 +103,8 @@ def mine(data: str | os.PathLike, out: str | os.PathLike, strategy: str = "siman
     Runs the stages ``negmine mine`` runs (negmine.recipes.mine_recipe): ingest, retrieval, the
     false-negative control, sampling; each stage is skipped when its outputs are up to date. The run
     directory is locked while it runs. ``options`` are the runners' parameters by name (``model``,
-    ``source``, ``k``, ``num_negatives``, ``seed``, ``teacher``, ``max_fn_prob``, ``params`` ...);
+    ``source``, ``k``, ``num_negatives``, ``seed``, ``teacher`` (a spec or a list of them, scored side by
+    side), ``teacher_name``, ``max_fn_prob``, ``params`` ...);
     an option no stage takes is a BadInputError. ``on_stage(name)`` is called as each stage starts.
     """
     from negmine.recipes import mine_recipe, run_recipe

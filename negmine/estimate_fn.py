@@ -19,7 +19,8 @@ off the candidate list has a null source rank and falls in the last bucket) and 
 ``model``
     the mean P(false negative) (negmine.fn_model, ``negmine fn-scores``) of the negatives: the
     calibrated combination of retriever, teacher, agreement and duplicate signals. Its interval draws
-    the model's parameters, the queries and each negative's outcome (:func:`negmine.fn_model.rate_interval`).
+    the model's parameters (from its refits on resampled queries), the queries and each negative's
+    outcome (:func:`negmine.fn_model.rate_interval`).
 
 Intervals: for teacher and labels, a percentile bootstrap (Efron & Tibshirani 1993) resampling
 *queries* with replacement (negatives of one query are correlated), ``n_boot`` times with a seeded

@@ -1,17 +1,10 @@
 """P(false negative) of every candidate: a calibrated probability that it is an unlabelled positive.
 
-Signals, each computed the same way for a candidate d of query q and for a labelled positive p:
-
-- ``retriever_z``       (s(q, d) − μ_q) / σ_q, the retriever score standardised over q's candidate list;
-- ``retriever_margin``  (s(q, d) − max_{p ∈ P_q} s(q, p)) / σ_q, the gap to the query's best positive
-                         (for a labelled positive p: to the best *other* positive);
-- ``log_rank``          log of d's rank in the candidate list;
-- ``teacher_z``, ``teacher_margin``   the same two with the teacher's scores (``negmine rescore``), when present;
-- ``other_log_rank``    log of d's rank in the other retriever's list (bm25 for dense, dense for bm25;
-                         K_other + 1 when it did not retrieve d), when that list exists: agreement;
-
-plus one rule: a document whose text duplicates one of q's positives (``negmine.duplicates``) gets
-probability 1.
+The signals (negmine.fn_features) are computed the same way for a candidate d of query q and for a
+labelled positive p: the retriever's score standardised per query and its margin to q's best
+positive, d's rank, the same two for every teacher's scores (``negmine rescore``), and d's rank in
+the other retriever's list; plus one rule: a document whose text duplicates one of q's positives
+(``negmine.duplicates``) gets probability 1.
 
 Two ways to fit a logistic model σ(w·x + w₀) on the standardised signals:
 
@@ -29,10 +22,16 @@ Two ways to fit a logistic model σ(w·x + w₀) on the standardised signals:
 ``labels``
     supervised, on audited labels (``query_id, neg_id, label``) of candidates: P(positive | x) = σ(w·x + w₀).
 
-Uncertainty: the parameters' posterior is approximated by the Laplace approximation N(θ̂, H⁻¹) (H the
-Hessian of the penalised negative log-likelihood); a strategy's false-negative rate Σ pᵢ / n then gets
-a 95% interval from draws of θ, of the queries (resampled with replacement) and of Bernoulli(pᵢ)
-outcomes (:func:`rate_interval`).
+Duplicates of a positive take probability 1 by the rule and are left out of both fits: the model is
+P(positive | x) of the other candidates.
+
+Uncertainty (:func:`rate_interval`): a strategy's false-negative rate Σ pᵢ / n gets a 95% interval from
+draws of the parameters θ, of the queries (resampled with replacement) and of each negative's
+Bernoulli(pᵢ) outcome. θ is drawn from B refits of the model on cluster-bootstrap resamples of the
+queries (Davison & Hinkley 1997, §3.8; :attr:`FnModel.replicates`), so the interval carries the
+calibration's own uncertainty — for the PU model that of c, refitted each time from the same start —
+and not only a local approximation of it (a model stored without refits draws θ from the Laplace
+approximation N(θ̂, H⁻¹) instead).
 """
 
 from __future__ import annotations
@@ -44,174 +43,42 @@ import numpy as np
 import pyarrow as pa
 
 from negmine.errors import StageError
+from negmine.fn_features import Features, build_features  # noqa: F401  (the signals; build_features is part of this module's API)
 
 FIT_METHODS = ("pu", "labels")
 L2 = 1.0  # ridge penalty on the standardised weights (not the intercept)
-
-
-@dataclass
-class Features:
-    """Signals of the candidates (unlabelled) and of the labelled positives (the PU labelled class)."""
-
-    names: list[str]
-    candidates: np.ndarray  # (n, f)
-    query_ids: list[str]
-    doc_ids: list[str]
-    ranks: np.ndarray  # int32, the candidate's source rank
-    duplicate: np.ndarray  # bool, the candidate duplicates one of its query's positives
-    positives: np.ndarray  # (m, f)
-    positive_query_ids: list[str]
-    list_size: int = 0  # K, the deepest candidate rank
-
-
-def _per_query(keys: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of ``values`` per query index ``keys`` (std 1 where it is 0 or undefined)."""
-    count = np.bincount(keys, minlength=n).astype(np.float64)
-    total = np.bincount(keys, weights=values, minlength=n)
-    mean = np.divide(total, count, out=np.zeros(n), where=count > 0)
-    sq = np.bincount(keys, weights=(values - mean[keys]) ** 2, minlength=n)
-    std = np.sqrt(np.divide(sq, count, out=np.zeros(n), where=count > 0))
-    return mean, np.where(std > 1e-12, std, 1.0)
-
-
-def _best_other(scores: dict[str, float], pos: str) -> float | None:
-    others = [s for p, s in scores.items() if p != pos and s is not None]
-    return max(others) if others else None
-
-
-def build_features(
-    candidates: pa.Table,
-    positive_scores: pa.Table,
-    qrels: pa.Table,
-    scored_candidates: pa.Table | None = None,
-    scored_positives: pa.Table | None = None,
-    other_candidates: pa.Table | None = None,
-    other_positive_scores: pa.Table | None = None,
-    duplicates: pa.Table | None = None,
-) -> Features:
-    """The signals of every candidate of a labelled query (labelled positives left out) and of every
-    retrieved labelled positive of a query with at least two positives."""
-    positives: dict[str, set[str]] = {}
-    for q, d, r in zip(*(qrels.column(c).to_pylist() for c in ("query_id", "doc_id", "relevance"))):
-        if r > 0:
-            positives.setdefault(q, set()).add(d)
-    cq = candidates.column("query_id").to_pylist()
-    cd = candidates.column("doc_id").to_pylist()
-    crank = candidates.column("rank").to_numpy().astype(np.int64)
-    cscore = candidates.column("score").to_numpy().astype(np.float64)
-    queries = sorted({q for q in cq if q in positives})
-    qindex = {q: i for i, q in enumerate(queries)}
-    in_list = np.array([q in qindex for q in cq], dtype=bool)
-    keys = np.array([qindex.get(q, 0) for q in cq], dtype=np.int64)
-    nq = len(queries)
-    mu, sigma = _per_query(keys[in_list], cscore[in_list], nq)
-    list_size = int(crank.max()) if len(crank) else 0
-
-    pos_score: dict[str, dict[str, float]] = {}
-    pos_rank: dict[tuple[str, str], int | None] = {}
-    for q, d, rank, s in zip(*(positive_scores.column(c).to_pylist() for c in ("query_id", "doc_id", "rank", "score"))):
-        if d in positives.get(q, ()):
-            pos_score.setdefault(q, {})[d] = s
-            pos_rank[(q, d)] = rank
-
-    names = ["retriever_z", "retriever_margin", "log_rank"]
-    teacher = scored_candidates is not None and scored_positives is not None
-    if teacher:
-        names += ["teacher_z", "teacher_margin"]
-        t_of = {(q, d): s for q, d, s in zip(*(scored_candidates.column(c).to_pylist() for c in ("query_id", "doc_id", "ce_score")))}
-        t_pos: dict[str, dict[str, float]] = {}
-        for q, d, s in zip(*(scored_positives.column(c).to_pylist() for c in ("query_id", "doc_id", "ce_score"))):
-            if d in positives.get(q, ()):
-                t_pos.setdefault(q, {})[d] = s
-        ct = np.array([t_of.get((q, d), np.nan) for q, d in zip(cq, cd)], dtype=np.float64)
-        ok = in_list & ~np.isnan(ct)
-        tmu, tsigma = _per_query(keys[ok], ct[ok], nq)
-    other = other_candidates is not None
-    if other:
-        names.append("other_log_rank")
-        o_rank = {(q, d): r for q, d, r in zip(*(other_candidates.column(c).to_pylist() for c in ("query_id", "doc_id", "rank")))}
-        o_depth = (max(o_rank.values()) if o_rank else 0) + 1
-        if other_positive_scores is not None:
-            for q, d, r in zip(*(other_positive_scores.column(c).to_pylist() for c in ("query_id", "doc_id", "rank"))):
-                if r is not None:
-                    o_rank.setdefault((q, d), r)
-    dup_of: dict[str, set[str]] = {}
-    if duplicates is not None:
-        for d, p in zip(duplicates.column("doc_id").to_pylist(), duplicates.column("dup_of").to_pylist()):
-            dup_of.setdefault(d, set()).add(p)
-
-    rows, row_q, row_d, row_rank, row_dup = [], [], [], [], []
-    for i in np.flatnonzero(in_list):
-        q, d = cq[i], cd[i]
-        if d in positives[q]:
-            continue
-        k = keys[i]
-        best = max((s for s in pos_score.get(q, {}).values() if s is not None), default=None)
-        feats = [(cscore[i] - mu[k]) / sigma[k], ((cscore[i] - best) / sigma[k]) if best is not None else np.nan, np.log(crank[i])]
-        if teacher:
-            tbest = max((s for s in t_pos.get(q, {}).values() if s is not None), default=None)
-            feats += [(ct[i] - tmu[k]) / tsigma[k], ((ct[i] - tbest) / tsigma[k]) if tbest is not None else np.nan]
-        if other:
-            feats.append(np.log(o_rank.get((q, d), o_depth)))
-        rows.append(feats)
-        row_q.append(q)
-        row_d.append(d)
-        row_rank.append(int(crank[i]))
-        row_dup.append(bool(dup_of.get(d, set()) & positives[q]))
-
-    pos_rows, pos_q = [], []
-    for q in queries:
-        scores = pos_score.get(q, {})
-        if len(positives[q]) < 2:
-            continue
-        k = qindex[q]
-        for p in sorted(positives[q]):
-            rank, s = pos_rank.get((q, p)), scores.get(p)
-            best = _best_other(scores, p)
-            if rank is None or s is None or best is None:  # only positives the retriever returned: as the candidates
-                continue
-            feats = [(s - mu[k]) / sigma[k], (s - best) / sigma[k], np.log(rank)]
-            if teacher:
-                ts, tbest = t_pos.get(q, {}).get(p), _best_other(t_pos.get(q, {}), p)
-                if ts is None or tbest is None:
-                    continue
-                feats += [(ts - tmu[k]) / tsigma[k], (ts - tbest) / tsigma[k]]
-            if other:
-                feats.append(np.log(o_rank.get((q, p), o_depth)))
-            pos_rows.append(feats)
-            pos_q.append(q)
-    width = len(names)
-    cand = np.asarray(rows, dtype=np.float64).reshape(-1, width)
-    cand = np.where(np.isnan(cand), 0.0, cand)  # a query whose positives have no score: no margin signal
-    return Features(names, cand, row_q, row_d, np.asarray(row_rank, dtype=np.int32), np.asarray(row_dup, dtype=bool),
-                    np.asarray(pos_rows, dtype=np.float64).reshape(-1, width), pos_q, list_size)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2) -> tuple[np.ndarray, np.ndarray]:
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2, weights: np.ndarray | None = None,
+                 start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Penalised maximum likelihood of σ(w·x + w₀) by Newton's method; returns (weights with the
-    intercept last, the Hessian at the optimum). The penalty ½·l2·‖w‖² leaves the intercept free."""
+    intercept last, the Hessian at the optimum). The penalty ½·l2·‖w‖² leaves the intercept free;
+    ``weights`` count each row that many times (a bootstrap resample); ``start`` is where Newton starts."""
     xb = np.hstack([x, np.ones((len(x), 1))])
+    n = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
     penalty = np.full(xb.shape[1], l2)
     penalty[-1] = 0.0
-    prior = np.clip(y.mean(), 1e-6, 1 - 1e-6)
+    prior = np.clip(np.sum(n * y) / max(np.sum(n), 1e-12), 1e-6, 1 - 1e-6)
     w = np.zeros(xb.shape[1])
     w[-1] = np.log(prior / (1 - prior))
+    if start is not None:
+        w = np.asarray(start, dtype=np.float64).copy()
 
     def objective(v: np.ndarray) -> float:
         z = xb @ v
-        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(penalty * v * v))
+        return float(np.sum(n * (np.logaddexp(0.0, z) - y * z)) + 0.5 * np.sum(penalty * v * v))
 
     def hessian(v: np.ndarray) -> np.ndarray:
         p = _sigmoid(xb @ v)
-        return (xb * (p * (1 - p))[:, None]).T @ xb + np.diag(penalty) + 1e-9 * np.eye(len(v))
+        return (xb * (n * p * (1 - p))[:, None]).T @ xb + np.diag(penalty) + 1e-9 * np.eye(len(v))
 
     current = objective(w)
     for _ in range(100):  # Newton's method with a backtracking line search (the loss is convex)
-        grad = xb.T @ (_sigmoid(xb @ w) - y) + penalty * w
+        grad = xb.T @ (n * (_sigmoid(xb @ w) - y)) + penalty * w
         step = np.linalg.solve(hessian(w), grad)
         t = 1.0
         while t > 1e-10:
@@ -241,6 +108,7 @@ class FnModel:
     c: float = 0.0  # PU: the labelling frequency P(labelled | positive); 0 for a model fitted on audited labels
     off_list_prob: float = 0.0  # a corpus document outside the candidate lists
     stats: dict = field(default_factory=dict)
+    replicates: np.ndarray | None = None  # (B, parameters): θ refitted on B cluster-bootstrap resamples of the queries
 
     def _design(self, x: np.ndarray) -> np.ndarray:
         z = (x - self.mean) / self.scale
@@ -252,8 +120,12 @@ class FnModel:
         return self._posterior(self._design(x) @ self.weights[: len(self.names) + 1], self.c if self.method == "pu" else 0.0)
 
     def draws(self, x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-        """(n, rows) probabilities under n draws of the parameters from their Laplace posterior."""
-        theta = rng.multivariate_normal(self.weights, self.covariance, size=n, method="eigh")
+        """(n, rows) probabilities under n draws of the parameters: from the bootstrap refits when the model
+        has them (:func:`bootstrap_refits`), else from the Laplace approximation N(θ̂, H⁻¹)."""
+        if self.replicates is not None and len(self.replicates):
+            theta = self.replicates[rng.integers(0, len(self.replicates), n)]
+        else:
+            theta = rng.multivariate_normal(self.weights, self.covariance, size=n, method="eigh")
         z = self._design(x) @ theta[:, : len(self.names) + 1].T  # (rows, n)
         c = _sigmoid(theta[:, -1]) if self.method == "pu" else np.zeros(n)
         return self._posterior(z, c[None, :]).T
@@ -266,12 +138,14 @@ class FnModel:
     def to_dict(self) -> dict:
         return {"method": self.method, "names": self.names, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
                 "weights": self.weights.tolist(), "covariance": self.covariance.tolist(), "c": self.c,
-                "off_list_prob": self.off_list_prob, "stats": self.stats}
+                "off_list_prob": self.off_list_prob, "stats": self.stats} | (
+                    {"replicates": self.replicates.tolist()} if self.replicates is not None else {})
 
     @classmethod
     def from_dict(cls, d: dict) -> "FnModel":
         return cls(d["method"], list(d["names"]), np.asarray(d["mean"]), np.asarray(d["scale"]), np.asarray(d["weights"]),
-                   np.asarray(d["covariance"]), float(d["c"]), float(d["off_list_prob"]), d.get("stats", {}))
+                   np.asarray(d["covariance"]), float(d["c"]), float(d["off_list_prob"]), d.get("stats", {}),
+                   np.asarray(d["replicates"]) if d.get("replicates") is not None else None)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -283,21 +157,22 @@ def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(scale > 1e-12, scale, 1.0)
 
 
-def _pu_objective(theta: np.ndarray, xb: np.ndarray, labelled: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
-    """Negative penalised log-likelihood of the PU model and its gradient; θ = (w, w₀, logit c)."""
+def _pu_objective(theta: np.ndarray, xb: np.ndarray, labelled: np.ndarray, l2: float, weights: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """Negative penalised log-likelihood of the PU model and its gradient; θ = (w, w₀, logit c); ``weights``
+    count each row that many times."""
+    n = np.ones(len(xb)) if weights is None else weights
     w, gamma = theta[:-1], theta[-1]
     z = xb @ w
     log_p = -np.logaddexp(0.0, -z)  # log σ(z)
     log_c = -np.logaddexp(0.0, -gamma)
     c = np.exp(log_c)
     p = np.exp(log_p)
-    q = c * p
-    log_1mq = np.log1p(-np.minimum(q, 1 - 1e-12))
+    q = np.minimum(c * p, 1 - 1e-12)
     penalty = np.full(len(w), l2)
     penalty[-1] = 0.0
-    value = -(np.sum(log_c + log_p[labelled]) + np.sum(log_1mq[~labelled])) + 0.5 * np.sum(penalty * w * w)
-    dz = np.where(labelled, -(1 - p), c * p * (1 - p) / (1 - np.minimum(q, 1 - 1e-12)))
-    dgamma = np.sum(np.where(labelled, -(1 - c), p * c * (1 - c) / (1 - np.minimum(q, 1 - 1e-12))))
+    value = -(np.sum(n[labelled] * (log_c + log_p[labelled])) + np.sum(n[~labelled] * np.log1p(-q[~labelled]))) + 0.5 * np.sum(penalty * w * w)
+    dz = n * np.where(labelled, -(1 - p), c * p * (1 - p) / (1 - q))
+    dgamma = np.sum(n * np.where(labelled, -(1 - c), p * c * (1 - c) / (1 - q)))
     return float(value), np.concatenate([xb.T @ dz + penalty * w, [dgamma]])
 
 
@@ -311,8 +186,21 @@ def _numeric_hessian(fun, theta: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     return (h + h.T) / 2
 
 
-def fit_pu(features: Features, seed: int = 42) -> FnModel:
-    """The positive-unlabelled model on ``features`` (see the module docstring)."""
+BOOTSTRAP = 100  # refits of the model on resampled queries, for the rate intervals
+
+
+def _cluster_weights(query_ids: list[str], n_boot: int, seed: int):
+    """Per bootstrap replicate, how many times each row is drawn when the *queries* are resampled with
+    replacement (a row counts as often as its query; the cluster bootstrap, Davison & Hinkley 1997, §3.8)."""
+    uniq, key = np.unique(np.asarray(query_ids, dtype=object), return_inverse=True)
+    rng = np.random.default_rng([seed, len(uniq)])
+    for _ in range(n_boot):
+        yield np.bincount(rng.integers(0, len(uniq), len(uniq)), minlength=len(uniq))[key].astype(np.float64)
+
+
+def fit_pu(features: Features, seed: int = 42, n_boot: int = BOOTSTRAP) -> FnModel:
+    """The positive-unlabelled model on ``features`` (see the module docstring), refitted on ``n_boot``
+    cluster-bootstrap resamples of the queries (:attr:`FnModel.replicates`)."""
     from scipy.optimize import minimize
 
     n_pos = len(features.positives)
@@ -321,46 +209,59 @@ def fit_pu(features: Features, seed: int = 42) -> FnModel:
             f"the false-negative model needs labelled positives to learn from: {n_pos} retrieved positives of queries with "
             "two or more positives (at least 10); fit on audited labels instead (negmine fn-scores --fn-labels)"
         )
-    x = np.vstack([features.positives, features.candidates])
-    labelled = np.concatenate([np.ones(n_pos, bool), np.zeros(len(features.candidates), bool)])
+    # a duplicate of a positive has probability 1 by rule: the model is P(positive | x) of the others, fitted without them
+    keep = ~features.duplicate
+    x = np.vstack([features.positives, features.candidates[keep]])
+    labelled = np.concatenate([np.ones(n_pos, bool), np.zeros(int(keep.sum()), bool)])
     mean, scale = _standardise(x)
     xb = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
     # start from the labelled-vs-unlabelled classifier g (Elkan & Noto) with c = ½
     w0, _ = fit_logistic(xb[:, :-1], labelled.astype(float))
     start = np.concatenate([w0[:-1], [w0[-1] + np.log(2.0)], [0.0]])
-    fun = lambda theta: _pu_objective(theta, xb, labelled, L2)  # noqa: E731
-    result = minimize(fun, start, jac=True, method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-8})
+
+    def fit(weights, begin):
+        fun = lambda theta: _pu_objective(theta, xb, labelled, L2, weights)  # noqa: E731
+        return minimize(fun, begin, jac=True, method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-8}), fun
+
+    result, fun = fit(None, start)
     theta = result.x
     hess = _numeric_hessian(fun, theta) + 1e-9 * np.eye(len(theta))
     covariance = np.linalg.pinv(hess)
     c = float(1 / (1 + np.exp(-theta[-1])))
-    model = FnModel("pu", features.names, mean, scale, theta, covariance, c)
-    model.stats = {"labelled_positives": n_pos, "unlabelled": int(len(features.candidates)), "c": round(c, 6), "converged": bool(result.success)}
+    # each replicate refits from the same start as θ̂ (c re-estimated too): the bootstrap of the whole fit
+    replicates = np.array([fit(weights, start)[0].x for weights in _cluster_weights(features.positive_query_ids + [q for q, k in zip(features.query_ids, keep) if k], n_boot, seed)])
+    model = FnModel("pu", features.names, mean, scale, theta, covariance, c, replicates=replicates.reshape(-1, len(theta)))
+    model.stats = {"labelled_positives": n_pos, "unlabelled": int(keep.sum()), "c": round(c, 6), "converged": bool(result.success)}
     return model
 
 
-def fit_labels(features: Features, labels: dict[tuple[str, str], int]) -> FnModel:
-    """A supervised model on audited labels of candidates ((query_id, doc_id) → 0/1)."""
-    idx = [i for i, key in enumerate(zip(features.query_ids, features.doc_ids)) if key in labels]
+def fit_labels(features: Features, labels: dict[tuple[str, str], int], seed: int = 42, n_boot: int = BOOTSTRAP) -> FnModel:
+    """A supervised model on audited labels of candidates ((query_id, doc_id) → 0/1), refitted on ``n_boot``
+    cluster-bootstrap resamples of the labelled queries."""
+    # duplicates of a positive have probability 1 by rule: the model is fitted on the others
+    idx = [i for i, key in enumerate(zip(features.query_ids, features.doc_ids)) if key in labels and not features.duplicate[i]]
     y = np.array([labels[(features.query_ids[i], features.doc_ids[i])] for i in idx], dtype=np.float64)
     if len(idx) < 10 or y.sum() == 0 or y.sum() == len(y):
         raise StageError(f"the false-negative model needs audited labels of candidates with both outcomes: {len(idx)} labelled candidates, {int(y.sum())} positive")
     x = features.candidates[idx]
-    mean, scale = _standardise(features.candidates)
-    w, hess = fit_logistic((x - mean) / scale, y)
-    model = FnModel("labels", features.names, mean, scale, w, np.linalg.pinv(hess))
+    mean, scale = _standardise(features.candidates[~features.duplicate])
+    z = (x - mean) / scale
+    w, hess = fit_logistic(z, y)
+    replicates = np.array([fit_logistic(z, y, weights=weights, start=w)[0] for weights in _cluster_weights([features.query_ids[i] for i in idx], n_boot, seed)])
+    model = FnModel("labels", features.names, mean, scale, w, np.linalg.pinv(hess), replicates=replicates.reshape(-1, len(w)))
     model.stats = {"labelled_candidates": len(idx), "labelled_false_negatives": int(y.sum())}
     return model
 
 
 def fit_model(features: Features, method: str = "pu", labels: dict | None = None, seed: int = 42, corpus_size: int | None = None,
-              recall: float | None = None) -> FnModel:
+              recall: float | None = None, n_boot: int = BOOTSTRAP) -> FnModel:
     """Fit with ``method`` and set the probability of a corpus document outside the candidate lists:
     the expected unlabelled positives of a query beyond its list, m · (1 − R) / R with m the expected
-    number inside it and R the recall of labelled positives, spread over the N − K documents not listed."""
+    number inside it and R the recall of labelled positives, spread over the N − K documents not listed.
+    ``n_boot`` refits on resampled queries give the rate intervals their calibration uncertainty."""
     if method not in FIT_METHODS:
         raise StageError(f"unknown false-negative model {method!r}; choose from {sorted(FIT_METHODS)}")
-    model = fit_pu(features, seed) if method == "pu" else fit_labels(features, labels or {})
+    model = fit_pu(features, seed, n_boot) if method == "pu" else fit_labels(features, labels or {}, seed, n_boot)
     if corpus_size and recall and len(features.candidates):
         probs = model.predict(features.candidates)
         per_query = probs.sum() / max(len(set(features.query_ids)), 1)

@@ -69,7 +69,7 @@ def stage_defaults(stage: str) -> dict:
 
 def _checks() -> dict[str, Callable]:
     """Per stage, what its runner would refuse in its options, checked before any stage of a pipeline runs."""
-    from negmine.rescore import check_teacher
+    from negmine.rescore import check_teachers
     from negmine.retrieve.models import check_model, resolve_prompt
     from negmine.runners.retrieve import check_retrieve
     from negmine.runners.sample import check_sample
@@ -79,7 +79,7 @@ def _checks() -> dict[str, Callable]:
         "sample": check_sample,
         "cluster": lambda model=DEFAULT_MODEL, query_prompt=None, query_prompt_name=None, **_: (
             check_model(model), resolve_prompt(model, "query", query_prompt, query_prompt_name)),
-        "rescore": lambda teacher=None, **_: check_teacher(teacher) if teacher is not None else None,
+        "rescore": lambda teacher=None, **_: check_teachers(teacher) if teacher is not None else None,
     }
 
 
@@ -101,11 +101,12 @@ def apply_options(stages: list[tuple[str, dict]], options: dict, option_name=lam
             params[key] = value
 
 
-def mine_recipe(strategy: str = "simans", teacher: str | None = None, teacher_max_length: int | None = None, dedup: bool = True,
+def mine_recipe(strategy: str = "simans", teacher: str | list[str] | None = None, teacher_max_length: int | None = None, dedup: bool = True,
                 max_fn_prob: float | None = None, **options) -> "Recipe":
     """The built-in recipe ``negmine mine`` runs: ingest → retrieve → [rescore] → [cluster] → [duplicates] → [fn-scores] → sample.
 
-    ``teacher`` adds the rescore stage (``teacher_max_length`` tokens per pair); strategies that need
+    ``teacher`` (one spec, or a list of teachers scored side by side) adds the rescore stage
+    (``teacher_max_length`` tokens per pair); strategies that need
     topics (tas-balanced) add the cluster stage; ``dedup`` (default) finds text duplicates of the
     labelled positives and ``max_fn_prob`` fits the false-negative model, both kept out of the
     negatives. Every other option goes to each stage whose runner takes it (``seed`` to cluster,

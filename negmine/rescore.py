@@ -20,7 +20,9 @@ apply to ``ce_prob``; ``simans --param score=ce`` and ``estimate-fn``'s "negativ
 compare ``ce_score``.
 
 Outputs: ``scored_candidates_<source>`` = the candidates' columns + ``ce_score``, ``ce_prob``;
-``scored_positives_<source>`` = the positive-scores columns + ``ce_score``, ``ce_prob``.
+``scored_positives_<source>`` = the positive-scores columns + ``ce_score``, ``ce_prob``. Several
+teachers are stored side by side: the first in ``ce_score``/``ce_prob``, each other one in
+``ce_score_<label>``/``ce_prob_<label>`` (negmine.teachers).
 Each distinct (query, document) pair is scored once; the output does not depend on batch size
 beyond floating-point noise of padded batches.
 
@@ -160,6 +162,17 @@ def check_teacher(spec: str) -> tuple[str, str]:
     return kind, name
 
 
+def check_teachers(teachers: str | list[str]) -> list:
+    """The :class:`negmine.teachers.TeacherSpec` of each teacher of a list, after :func:`check_teacher` of each
+    (a bad list or a bad teacher is bad input before any model loads)."""
+    from negmine.teachers import parse_teachers
+
+    specs = parse_teachers(teachers)
+    for spec in specs:
+        check_teacher(spec.spec)
+    return specs
+
+
 def load_teacher(spec: str, max_length: int | None = 512, device: str | None = None, precision: str = "float32") -> Teacher:
     """Load a teacher by spec (see :func:`parse_teacher`) with the real sentence-transformers loaders;
     a bi-encoder teacher runs in ``precision`` (negmine.retrieve.device.PRECISIONS), a cross-encoder in float32."""
@@ -210,8 +223,17 @@ def rescore(
     teacher score, float32) and ``ce_prob`` (its [0, 1] scale; thresholds apply to this one).
     ``progress(n)`` is called after every ``n`` pairs scored. ``teacher`` is a loaded :class:`Teacher`, or
     anything with its ``kind``, ``name`` and ``map_parts`` (``negmine.engines.ray.RayTeacher``).
+    Several teachers side by side: :func:`teacher_scores` of each, then :func:`scored_tables`.
     """
     pairs, query_texts, doc_texts_ = teacher_pairs(candidates, positive_scores, corpus, queries)
+    scores = teacher_scores(teacher, query_texts, doc_texts_, batch_size, chunk_size, progress)
+    return scored_tables(candidates, positive_scores, pairs, [scores], [{"label": "t1", "kind": teacher.kind, "model": teacher.name,
+                                                                          "score_column": "ce_score", "prob_column": "ce_prob"}])
+
+
+def teacher_scores(teacher: Teacher, query_texts: list[str], doc_texts_: list[str], batch_size: int = 32, chunk_size: int = 2048,
+                   progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Raw scores of ``teacher`` for the pairs (query_texts[i], doc_texts_[i]) (of :func:`teacher_pairs`), part by part."""
     parts, combine = plan_scores(teacher.kind, query_texts, doc_texts_, chunk_size)
     results = []
     unit = "pairs" if teacher.kind == "cross-encoder" else "texts"
@@ -222,9 +244,9 @@ def rescore(
             if progress and part[0] == "pairs":
                 progress(len(part[1]))
     scores = combine(results)
-    if progress and teacher.kind == "bi-encoder" and pairs:
-        progress(len(pairs))
-    return scored_tables(candidates, positive_scores, pairs, scores, teacher.kind, teacher.name)
+    if progress and teacher.kind == "bi-encoder" and len(query_texts):
+        progress(len(query_texts))
+    return scores
 
 
 def teacher_pairs(candidates: pa.Table, positive_scores: pa.Table, corpus: pa.Table, queries: pa.Table) -> tuple[list[tuple[str, str]], list[str], list[str]]:
@@ -241,16 +263,24 @@ def teacher_pairs(candidates: pa.Table, positive_scores: pa.Table, corpus: pa.Ta
     return unique, [query_text[q] for q, _ in unique], [doc_text[d] for _, d in unique]
 
 
-def scored_tables(candidates: pa.Table, positive_scores: pa.Table, pairs: list[tuple[str, str]], scores: np.ndarray, kind: str, name: str) -> tuple[pa.Table, pa.Table]:
-    """The candidates and positives with ``ce_score`` (``scores[i]`` is the score of ``pairs[i]``) and ``ce_prob``."""
-    scores = np.asarray(scores, dtype=np.float32)
-    if not np.all(np.isfinite(scores)):
-        raise StageError(f"teacher {name!r} gave non-finite scores")
+def scored_tables(candidates: pa.Table, positive_scores: pa.Table, pairs: list[tuple[str, str]], scores: list[np.ndarray],
+                  teachers: list[dict]) -> tuple[pa.Table, pa.Table]:
+    """The candidates and positives with each teacher's score and [0, 1] scale side by side: ``scores[t][i]`` is
+    teacher t's score of ``pairs[i]``; ``teachers[t]`` its label, kind, model and columns (negmine.teachers)."""
+    from negmine.teachers import scored_schema
+
     row = {k: i for i, k in enumerate(pairs)}
     out = []
-    for table, schema in ((candidates, SCORED_CANDIDATES), (positive_scores, SCORED_POSITIVES)):
+    for table, base in ((candidates, SCORED_CANDIDATES), (positive_scores, SCORED_POSITIVES)):
         keys = list(zip(table.column("query_id").to_pylist(), table.column("doc_id").to_pylist()))
-        s = scores[[row[p] for p in keys]] if keys else np.zeros(0, np.float32)
-        table = table.append_column("ce_score", pa.array(s, pa.float32())).append_column("ce_prob", pa.array(teacher_probs(s, kind), pa.float32()))
+        index = np.asarray([row[p] for p in keys], dtype=np.int64)
+        for teacher, teacher_scores_ in zip(teachers, scores):
+            teacher_scores_ = np.asarray(teacher_scores_, dtype=np.float32)
+            if not np.all(np.isfinite(teacher_scores_)):
+                raise StageError(f"teacher {teacher['model']!r} gave non-finite scores")
+            s = teacher_scores_[index] if len(index) else np.zeros(0, np.float32)
+            table = table.append_column(teacher["score_column"], pa.array(s, pa.float32()))
+            table = table.append_column(teacher["prob_column"], pa.array(teacher_probs(s, teacher["kind"]), pa.float32()))
+        schema = scored_schema(base, teachers)
         out.append(table.select(schema.names).cast(schema))
     return out[0], out[1]

@@ -121,6 +121,10 @@ def _describe(stage: str, stats: dict) -> str:
             f"positives retrieved {stats.get('recall', 0):.1%}"
         )
     if stage.startswith("rescore."):
+        teachers = stats.get("teachers")
+        if teachers:
+            each = "; ".join(f"{t['label']} ({t['kind']}) in {t['score_column']}, mean prob {_number(t.get('candidate_prob_mean'))}" for t in teachers)
+            return f"{len(teachers)} teacher{'s' if len(teachers) > 1 else ''} scored {stats.get('candidates', 0):,} candidates and {stats.get('positives', 0):,} positives: {each}"
         return (
             f"{stats.get('teacher_kind')} teacher scored {stats.get('candidates', 0):,} candidates and {stats.get('positives', 0):,} positives; "
             f"mean prob {_number(stats.get('candidate_prob_mean'))} (candidates), {_number(stats.get('positive_prob_mean'))} (positives)"

@@ -89,6 +89,29 @@ def test_teacher_estimate_counts_negatives_scored_above_their_positive():
     assert {r["bucket"]: r["false_negatives"] for r in rows}["all"] == 2  # probs .9 and .7 exceed .65
 
 
+def test_the_teacher_estimate_uses_the_teacher_it_is_told(tmp_path):
+    from negmine.teachers import described, parse_teachers, scored_schema
+
+    scored, pos = _scored()
+    teachers = described(parse_teachers(["cross-encoder:/a", "low=cross-encoder:/b"]), ["cross-encoder"] * 2, ["/a", "/b"])
+    # the second teacher scores every candidate below its positive: no false negative
+    low = [table.append_column("ce_score_low", pa.array([-9.0] * table.num_rows, pa.float32())).append_column(
+        "ce_prob_low", pa.array([0.0] * table.num_rows, pa.float32())).cast(scored_schema(base, teachers))
+        for table, base in ((scored, SCORED_CANDIDATES), (pos.set_column(5, "ce_score", pa.array([1.0, 2.0], pa.float32())), SCORED_POSITIVES))]
+    low[1] = low[1].set_column(low[1].schema.get_field_index("ce_score_low"), "ce_score_low", pa.array([5.0, 5.0], pa.float32()))
+    run = Run.open(tmp_path / "run")
+    write_table(_negatives("topk"), run.file("negatives_topk.parquet"), NEGATIVES)
+    write_table(low[0], run.file("scored_candidates_dense.parquet"), low[0].schema)
+    write_table(low[1], run.file("scored_positives_dense.parquet"), low[1].schema)
+    write_table(pa.table({"query_id": ["q1", "q2"], "doc_id": ["p1", "p2"], "relevance": [1, 1]}, schema=QRELS), run.file("qrels.parquet"), QRELS)
+    first = estimate_fn_stage(run, n_boot=50).entry["stats"]
+    assert first["strategies"]["topk"]["teacher"]["false_negatives"] == 1 and first["teacher_name"] == "t1"  # as with that teacher alone
+    second = estimate_fn_stage(run, teacher_name="low", n_boot=50).entry["stats"]
+    assert second["strategies"]["topk"]["teacher"]["false_negatives"] == 0 and second["teacher_name"] == "low"
+    with pytest.raises(BadInputError, match=r"unknown teacher 'big'; the run's teachers are \['t1', 'low'\]"):
+        estimate_fn_stage(run, teacher_name="big", n_boot=50)
+
+
 def test_label_estimate_and_judged_queries():
     mined = pa.table({"query_id": ["q1", "q2"], "doc_id": ["p1", "p2"], "relevance": [1, 1]}, schema=QRELS)
     full = pa.table({"query_id": ["q1", "q2", "q2", "q9"], "doc_id": ["p1", "p2", "d", "a"], "relevance": [1, 1, 2, 1]}, schema=QRELS)

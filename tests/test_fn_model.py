@@ -140,3 +140,59 @@ def test_model_round_trips_through_json():
     model = fit_model(f, "pu")
     again = FnModel.from_dict(json.loads(model.to_json()))
     np.testing.assert_array_equal(again.predict(f.candidates), model.predict(f.candidates))
+    np.testing.assert_array_equal(again.replicates, model.replicates)
+    rng = lambda: np.random.default_rng(7)  # noqa: E731
+    np.testing.assert_array_equal(again.draws(f.candidates[:5], 10, rng()), model.draws(f.candidates[:5], 10, rng()))
+
+
+def _logistic_world(seed, n_queries=160, per_query=40, beta=(1.5, -0.8), intercept=-5.0):
+    """Candidates whose false-negative outcome is drawn from a known logistic model P(FN | x) = σ(β·x + β₀)."""
+    rng = np.random.default_rng(seed)
+    n = n_queries * per_query
+    x = rng.normal(size=(n, len(beta)))
+    truth = rng.random(n) < 1 / (1 + np.exp(-(x @ np.array(beta) + intercept)))
+    qids = [f"q{i // per_query}" for i in range(n)]
+    ranks = np.concatenate([np.argsort(np.argsort(-x[i * per_query:(i + 1) * per_query, 0])) + 1 for i in range(n_queries)]).astype(np.int32)
+    f = Features(["a", "b"], x, qids, [f"d{i}" for i in range(n)], ranks, np.zeros(n, bool), np.zeros((0, 2)), [])
+    return f, truth
+
+
+def test_the_audited_model_interval_covers_the_true_rate_in_at_least_90_percent_of_worlds():
+    covered = 0
+    for seed in range(20):
+        f, truth = _logistic_world(seed)
+        audited = np.array([int(q[1:]) % 2 == 0 for q in f.query_ids])  # half the queries audited, the rate measured on the others
+        labels = {(f.query_ids[i], f.doc_ids[i]): int(truth[i]) for i in np.flatnonzero(audited)}
+        model = fit_model(f, "labels", labels, seed=seed)
+        hard = np.flatnonzero(~audited & (f.ranks <= 5))  # a top-5 strategy
+        _, low, high = rate_interval([f.query_ids[i] for i in hard], hard, f, model, n_boot=500, seed=seed)
+        covered += low <= truth[hard].mean() <= high
+    assert covered >= 18
+
+
+def test_the_bootstrap_refits_resample_queries():
+    f, truth = _logistic_world(0, n_queries=60)
+    labels = {(q, d): int(t) for q, d, t in zip(f.query_ids, f.doc_ids, truth)}
+    model = fit_model(f, "labels", labels, seed=3)
+    assert model.replicates.shape == (100, 3)
+    spread = model.replicates.std(axis=0)
+    laplace = np.sqrt(np.diag(model.covariance))
+    assert np.all(spread > 0.5 * laplace) and np.all(spread < 2.0 * laplace)  # the refits vary as much as the fit's own uncertainty says
+    np.testing.assert_array_equal(fit_model(f, "labels", labels, seed=3).replicates, model.replicates)  # seeded
+
+
+@pytest.mark.parametrize("method", ["pu", "labels"])
+def test_duplicates_of_positives_take_probability_1_and_leave_the_model_of_the_others_alone(method):
+    f, truth = _pu_world(n_queries=200, seed=4)
+    labels = {(q, d): int(t) for q, d, t in zip(f.query_ids, f.doc_ids, truth)}
+    plain = fit_model(f, method, labels, seed=1)
+    # the same candidates plus copies of positives: unlabelled, with signals like a positive's, flagged as duplicates
+    copies = len(f.positives) // 2
+    dup_x = f.positives[:copies] + 0.5
+    with_dups = Features(f.names, np.vstack([f.candidates, dup_x]), f.query_ids + f.positive_query_ids[:copies],
+                         f.doc_ids + [f"copy{i}" for i in range(copies)], np.ones(len(f.candidates) + copies, np.int32),
+                         np.concatenate([np.zeros(len(f.candidates), bool), np.ones(copies, bool)]), f.positives, f.positive_query_ids)
+    labels |= {(q, d): 1 for q, d in zip(with_dups.query_ids[-copies:], with_dups.doc_ids[-copies:])}
+    model = fit_model(with_dups, method, labels, seed=1)
+    np.testing.assert_allclose(model.predict(f.candidates), plain.predict(f.candidates), rtol=1e-6, atol=1e-9)
+    assert score_candidates(with_dups, model).filter(pa.compute.starts_with(pa.compute.field("doc_id"), "copy")).column("fn_prob").to_pylist() == [1.0] * copies

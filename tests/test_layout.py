@@ -10,10 +10,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "negmine"
 
 # Lower layers never import higher ones; a layer may import its own and lower layers.
 LAYERS = [
-    {"negmine", "negmine.errors", "negmine.schemas", "negmine.io", "negmine.names", "negmine.progress"},
+    {"negmine", "negmine.errors", "negmine.schemas", "negmine.io", "negmine.names", "negmine.progress", "negmine.teachers"},
     {"negmine.rundir"},
     {"negmine.ingest", "negmine.retrieve", "negmine.sample", "negmine.rescore", "negmine.cluster", "negmine.duplicates",
-     "negmine.fn_model", "negmine.estimate_fn", "negmine.train", "negmine.export", "negmine.report", "negmine.sql"},
+     "negmine.fn_features", "negmine.fn_model", "negmine.estimate_fn", "negmine.train", "negmine.export", "negmine.report", "negmine.sql"},
     {"negmine.engines"},
     {"negmine.runners", "negmine.summary"},
     {"negmine.recipes"},

@@ -44,7 +44,7 @@ def test_unknown_keys_name_the_valid_ones(tmp_path):
     with pytest.raises(BadInputError) as info:
         parse_recipe(path)
     assert str(info.value) == (
-        f"{path}, stages[0] (sample): unknown key 'numnegatives'; valid keys are ['dedup', 'max_fn_prob', 'num_negatives', 'params', 'seed', 'source', 'strategy']"
+        f"{path}, stages[0] (sample): unknown key 'numnegatives'; valid keys are ['dedup', 'max_fn_prob', 'num_negatives', 'params', 'seed', 'source', 'strategy', 'teacher_name']"
     )
 
     path = _recipe(tmp_path, '[[stages]]\nstage = "bm26"\n')
@@ -121,3 +121,20 @@ def test_ance_refresh_round_re_encodes_with_the_trained_model(tmp_path, model_pa
     assert round1["train.ance"]["config"]["model"] == str((out / "models" / "ance" / "final").resolve())
     assert (out / "round-1" / "models" / "ance" / "final").is_dir()
     assert all(stage["skipped"] for stage in json.loads(invoke(*args).stdout).values())  # idempotent rerun
+
+
+def test_a_list_of_teachers_goes_to_the_rescore_stage_and_the_choice_to_sample(tmp_path, model_path):
+    from negmine.recipes import check_stages, mine_recipe
+
+    teachers = [f"bi-encoder:{model_path}", f"short=bi-encoder:{model_path}"]
+    recipe = mine_recipe("denoise", teacher=teachers, teacher_name="short")
+    assert dict(recipe.stages)["rescore"] == {"teacher": teachers}
+    assert dict(recipe.stages)["sample"]["teacher_name"] == "short"
+    check_stages(recipe.stages)  # every teacher of the list is checked before a stage runs
+    path = _recipe(tmp_path, f'[[stages]]\nstage = "rescore"\nteacher = ["bi-encoder:{model_path}", "t1=bi-encoder:{model_path}"]\n')
+    with pytest.raises(BadInputError, match="the label 't1' names two teachers") as info:
+        check_stages(parse_recipe(path).stages)
+    assert info.value.path == "--teacher"
+    with pytest.raises(BadInputError, match="give at least one teacher") as info:
+        check_stages(mine_recipe("topk", teacher=[]).stages)
+    assert info.value.path == "--teacher"

@@ -121,3 +121,58 @@ def test_rescore_cli_without_retrieval_names_the_fix(tmp_path):
     result = CliRunner().invoke(app, ["rescore", "--run", str(tmp_path / "r"), "--teacher", "bi-encoder:x"])
     assert result.exit_code == 1
     assert f"candidates_dense.parquet: missing; run `negmine dense --run {tmp_path / 'r'}` first" in result.output.replace("\n", "")
+
+
+def _copy_inputs(run, tmp_path, name):
+    """A second run directory with the same candidates, positives, corpus and queries."""
+    import shutil
+
+    other = Run.open(tmp_path / name)
+    for table in ("corpus", "queries", "qrels", "candidates_dense", "positive_scores_dense"):
+        shutil.copy(run.file(f"{table}.parquet"), other.file(f"{table}.parquet"))
+    return other
+
+
+def test_several_teachers_are_stored_side_by_side_each_as_its_own_run_scores_it(run, tmp_path, cross_encoder_dir, model_path):
+    from negmine.teachers import read_scored, teachers_of
+
+    ce, bi = f"cross-encoder:{cross_encoder_dir}", f"bi-encoder:{model_path}"
+    result = rescore_stage(run, [ce, f"mini=bi-encoder:{model_path}"], max_length=64, batch_size=2)
+    alone = {}
+    for name, spec in (("ce", ce), ("bi", bi)):
+        single = _copy_inputs(run, tmp_path, name)
+        rescore_stage(single, spec, max_length=64, batch_size=2)
+        alone[name] = [pq.read_table(single.file(f"scored_{t}_dense.parquet")) for t in ("candidates", "positives")]
+    for i, (table, base) in enumerate((("candidates", SCORED_CANDIDATES), ("positives", SCORED_POSITIVES))):
+        path = run.file(f"scored_{table}_dense.parquet")
+        both, schema = read_scored(path, base, table)
+        assert pq.read_schema(path).names == base.names + ["ce_score_mini", "ce_prob_mini"]
+        assert [t["label"] for t in teachers_of(schema)] == ["t1", "mini"]
+        # the first teacher's columns are the one-teacher run's table, column for column; the second's are its own run's scores
+        assert both.select(base.names).equals(alone["ce"][i])
+        assert both.column("ce_score_mini").equals(alone["bi"][i].column("ce_score"))
+        assert both.column("ce_prob_mini").equals(alone["bi"][i].column("ce_prob"))
+        assert not both.column("ce_score").equals(both.column("ce_score_mini"))
+    stats = result.entry["stats"]
+    assert [(t["label"], t["kind"], t["score_column"]) for t in stats["teachers"]] == [("t1", "cross-encoder", "ce_score"), ("mini", "bi-encoder", "ce_score_mini")]
+    assert stats["teacher_kind"] == "cross-encoder" and stats["candidate_prob_mean"] == stats["teachers"][0]["candidate_prob_mean"]
+    config = json.loads(run.file("manifest.json").read_text())["stages"]["rescore.dense"]["config"]
+    assert config["teacher"] == [f"t1=cross-encoder:{cross_encoder_dir.resolve()}", f"mini=bi-encoder:{model_path}"]
+    assert rescore_stage(run, [ce, f"mini=bi-encoder:{model_path}"], max_length=64).skipped
+    # the false-negative model's signals take every teacher's scores
+    from negmine.runners.false_negatives import signals
+
+    assert signals(run, "dense")[0].names == ["retriever_z", "retriever_margin", "log_rank", "teacher_z", "teacher_margin", "teacher_z_mini", "teacher_margin_mini"]
+    # a one-teacher list is the one-teacher run: the same config, so the same (skipped) stage
+    assert rescore_stage(_copy_inputs(run, tmp_path, "ce"), [ce], max_length=64, batch_size=2).skipped
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    (["--teacher", "a=bi-encoder:x", "--teacher", "a=bi-encoder:y"], "the label 'a' names two teachers"),
+    (["--teacher", "bi-encoder:x", "--teacher", "t1=bi-encoder:y"], "the label 't1' names two teachers"),
+    (["--teacher", "bi-encoder:x", "--teacher", "x="], "a label needs a teacher after '='"),
+])
+def test_bad_teacher_lists_exit_2_naming_the_option(tmp_path, args, reason):
+    result = CliRunner().invoke(app, ["rescore", "--run", str(tmp_path / "r"), *args])
+    assert result.exit_code == 2
+    assert "--teacher" in result.output and reason in result.output.replace("\n", "")

@@ -1,13 +1,13 @@
 """Commands that mine: ingest, the retrievers, rescore, cluster, the false-negative stages, sample, and ``mine`` itself."""
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from negmine.cli.app import app, err, given, guarded, print_summary, with_run
 from negmine.cli.options import (
-    ENCODER, ENGINE, EMBEDDINGS, FALSE_NEGATIVES, PROMPTS, SOURCE_HELP, STRATEGY_HELP, STRATEGY_PARAMS, TEACHER_HELP, DataOpt, ForceOpt, JsonOpt, RunOpt, opt,
+    ENCODER, ENGINE, EMBEDDINGS, FALSE_NEGATIVES, PROMPTS, SOURCE_HELP, STRATEGY_HELP, STRATEGY_PARAMS, TEACHER_HELP, TEACHER_NAME_HELP, DataOpt, ForceOpt, JsonOpt, RunOpt, opt,
     options, strategy_params,
 )
 
@@ -19,6 +19,7 @@ FusionOpt = opt("--fusion", help="hybrid pool: rrf (by RRF score) | union (by be
 StrategyOpt = opt("--strategy", "-s", help=STRATEGY_HELP, default="simans")
 NumNegativesOpt = opt("--num-negatives", "-n", help="Negatives per (query, positive).", default="7")
 SeedOpt = opt("--seed", help="Random seed (same seed, same bytes).", default="42")
+SampleTeacherNameOpt = opt("--teacher-name", help=TEACHER_NAME_HELP.format(what="denoise, simans --score ce and the negatives' ce_score"))
 # a pair dataset (negmine.ingest.pairs): one row per (query, positive), often with no corpus and no qrels
 PAIRS = {
     "query_column": (Optional[str], opt("--query-column", help="pairs: the query column (default: anchor, query, question … whichever the data has).")),
@@ -86,7 +87,7 @@ def hybrid(run_dir: Path = RunOpt, fusion: Optional[str] = FusionOpt, k: Optiona
 @options(ENGINE)
 def rescore(
     run_dir: Path = RunOpt,
-    teacher: str = typer.Option(..., "--teacher", help=TEACHER_HELP),
+    teacher: List[str] = typer.Option(..., "--teacher", help=TEACHER_HELP),
     source: Optional[str] = opt("--source", help="Candidate pool to score: dense | bm25 | hybrid", default="dense"),
     max_length: Optional[int] = opt("--max-length", help="Tokens per (query, document) pair.", default="512"),
     batch_size: Optional[int] = opt("--batch-size", help="Pairs per forward pass.", default="32"),
@@ -95,7 +96,7 @@ def rescore(
     as_json: bool = JsonOpt,
     **shared,
 ):
-    """Score every candidate and labelled positive with a teacher; writes scored_candidates_/scored_positives_<source>.parquet (ce_score, ce_prob)."""
+    """Score every candidate and labelled positive with one or more teachers; writes scored_candidates_/scored_positives_<source>.parquet (ce_score, ce_prob)."""
     from negmine.runners import rescore_stage
 
     chosen = given(source=source, max_length=max_length, batch_size=batch_size, teacher_precision=teacher_precision, **shared)
@@ -127,6 +128,7 @@ def sample(
     source: Optional[str] = SourceOpt,
     num_negatives: Optional[int] = NumNegativesOpt,
     seed: Optional[int] = SeedOpt,
+    teacher_name: Optional[str] = SampleTeacherNameOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
     **shared,
@@ -136,7 +138,8 @@ def sample(
 
     def body(run):
         params = strategy_params(shared)
-        return sample_stage(run, force=force, **given(strategy=strategy, source=source, num_negatives=num_negatives, seed=seed, params=params or None, **shared))
+        return sample_stage(run, force=force, **given(strategy=strategy, source=source, num_negatives=num_negatives, seed=seed, teacher_name=teacher_name,
+                                                      params=params or None, **shared))
 
     with_run(run_dir, body, as_json, "sample")
 
@@ -156,7 +159,8 @@ def mine(
     seed: Optional[int] = SeedOpt,
     threads: Optional[int] = opt("--threads", help="Threads for search (do not change the output).", default="1"),
     bm25_backend: Optional[str] = opt("--bm25-backend", help="pyserini | bm25s", default="pyserini"),
-    teacher: Optional[str] = opt("--teacher", help=TEACHER_HELP),
+    teacher: Optional[List[str]] = opt("--teacher", help=TEACHER_HELP),
+    teacher_name: Optional[str] = SampleTeacherNameOpt,
     teacher_max_length: Optional[int] = opt("--teacher-max-length", help="Tokens per (query, document) pair (per text for a bi-encoder teacher).", default="512"),
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
@@ -172,7 +176,7 @@ def mine(
         params = strategy_params(shared)
         recipe = mine_recipe(**given(
             strategy=strategy, source=source, fusion=fusion, format=format, split=split, k=k, num_negatives=num_negatives, seed=seed, threads=threads,
-            bm25_backend=bm25_backend, teacher=teacher, teacher_max_length=teacher_max_length, params=params or None, **shared,
+            bm25_backend=bm25_backend, teacher=teacher, teacher_name=teacher_name, teacher_max_length=teacher_max_length, params=params or None, **shared,
         ))
         results = run_recipe(recipe, data, run_dir, force)
         print_summary(results, as_json, f"mine --strategy {strategy or 'simans'} — {run_dir}")
@@ -214,6 +218,7 @@ def estimate_fn(
     run_dir: Path = RunOpt,
     source: Optional[str] = opt("--source", help="Candidate source whose teacher scores (scored_*_<source>) to use.", default="dense"),
     threshold: Optional[float] = opt("--threshold", help="Teacher: count a negative when its ce_prob > THRESHOLD (default: when its ce_score > its positive's)."),
+    teacher_name: Optional[str] = opt("--teacher-name", help=TEACHER_NAME_HELP.format(what="the teacher estimate")),
     qrels_full: Optional[Path] = opt("--qrels-full", help="Qrels with more judgements than mined with (BEIR tsv or Parquet)."),
     audit: Optional[int] = opt("--audit", help="Write a seeded audit sample of N negatives per strategy (fn_audit.csv/.parquet).", default="0"),
     audit_labels: Optional[Path] = opt("--audit-labels", help="CSV query_id,neg_id,label (0/1) of a labelled audit."),
@@ -225,7 +230,7 @@ def estimate_fn(
     """Estimate the false-negative rate of every negatives_*.parquet (teacher, extra qrels, hand audit); writes fn_report.parquet/json."""
     from negmine.runners import estimate_fn_stage
 
-    chosen = given(source=source, threshold=threshold, qrels_full=qrels_full, audit=audit, audit_labels=audit_labels, seed=seed, n_boot=n_boot)
+    chosen = given(source=source, threshold=threshold, teacher_name=teacher_name, qrels_full=qrels_full, audit=audit, audit_labels=audit_labels, seed=seed, n_boot=n_boot)
     results = with_run(run_dir, lambda run: estimate_fn_stage(run, force=force, **chosen), as_json, "estimate-fn")
     if not as_json and results:
         _print_fn_table(results[0].entry.get("stats", {}).get("strategies", {}))

@@ -92,8 +92,11 @@ STRATEGY_PARAMS = {
 }
 TEACHER_HELP = (
     "Teacher: cross-encoder:NAME_OR_PATH (or a plain NAME_OR_PATH; ce_prob = sigmoid(logit)) or "
-    "bi-encoder:NAME_OR_PATH (ce_score = cosine, ce_prob = (cos+1)/2, not calibrated). Thresholds apply to ce_prob."
+    "bi-encoder:NAME_OR_PATH (ce_score = cosine, ce_prob = (cos+1)/2, not calibrated). Thresholds apply to ce_prob. "
+    "Repeat for several teachers, stored side by side: the first in ce_score/ce_prob, the others in ce_score_LABEL/ce_prob_LABEL "
+    "(LABEL=SPEC names one; by default t1, t2 ...)."
 )
+TEACHER_NAME_HELP = "The teacher (its label: t1, t2 ... or the LABEL of --teacher LABEL=SPEC) whose scores {what} use (default: the first)."
 
 
 def panel(name: str, group: dict) -> dict:

@@ -19,6 +19,7 @@ def estimate_fn_stage(
     run: Run,
     source: str = "dense",
     threshold: float | None = None,
+    teacher_name: str | None = None,
     qrels_full: str | Path | None = None,
     audit: int = 0,
     audit_labels: str | Path | None = None,
@@ -26,7 +27,10 @@ def estimate_fn_stage(
     n_boot: int = 1000,
     force: bool = False,
 ) -> StageResult:
-    """False-negative estimates (negmine.estimate_fn) for every negatives_*.parquet of the run; writes fn_report.*"""
+    """False-negative estimates (negmine.estimate_fn) for every negatives_*.parquet of the run; writes fn_report.*
+
+    The teacher estimate uses the teacher labelled ``teacher_name`` of the rescore tables (None: the first; negmine.teachers).
+    """
     from negmine import estimate_fn as fn
     from negmine.errors import StageError
     from negmine.io import write_json
@@ -35,11 +39,18 @@ def estimate_fn_stage(
     from negmine.names import check_name
 
     check_name(source, "--source")
+    from negmine.teachers import check_label
+
+    check_label(teacher_name)
     negatives_paths = sorted(run.path.glob("negatives_*.parquet"))
     if not negatives_paths:
         raise StageError(f"{run.path}: no negatives_*.parquet; run `negmine sample --run {run.path}` first")
     scored = table_paths(run, f"scored_candidates_{source}", f"scored_positives_{source}")
     has_teacher = all(p.exists() for p in scored)
+    if teacher_name is not None and not has_teacher:
+        from negmine.errors import BadInputError
+
+        raise BadInputError("--teacher-name", f"{scored[0]} is missing: the run has no teacher scores of the {source} candidates to choose from")
     inputs = negatives_paths + (scored if has_teacher else []) + table_paths(run, "qrels")
     inputs += [Path(p) for p in (qrels_full, audit_labels) if p is not None] + (table_paths(run, "corpus", "queries") if audit else [])
     fn_model_file = run.file(f"fn_model_{source}.json")
@@ -51,11 +62,19 @@ def estimate_fn_stage(
     outputs = [run.file("fn_report.parquet"), run.file("fn_report.json")] + ([run.file("fn_audit.csv"), run.file("fn_audit.parquet")] if audit else [])
     config = {"source": source, "threshold": threshold, "qrels_full": str(qrels_full) if qrels_full else None, "audit": audit,
               "audit_labels": str(audit_labels) if audit_labels else None, "seed": seed, "n_boot": n_boot}
+    config |= {"teacher_name": teacher_name} if teacher_name is not None else {}
 
     def compute():
+        import pyarrow.parquet as pq
+
         negatives = {p.stem.removeprefix("negatives_"): read_table(p, NEGATIVES, "negatives") for p in negatives_paths}
         qrels = read_table(table_path(run, "qrels"), QRELS, "qrels")
-        teacher = (read_table(scored[0], SCORED_CANDIDATES, "scored_candidates"), read_table(scored[1], SCORED_POSITIVES, "scored_positives")) if has_teacher else None
+        teacher = None
+        if has_teacher:
+            from negmine.teachers import read_scored, select_teacher
+
+            teacher = tuple(select_teacher(*read_scored(path, base, what), teacher_name)
+                            for path, base, what in ((scored[0], SCORED_CANDIDATES, "scored_candidates"), (scored[1], SCORED_POSITIVES, "scored_positives")))
         full = fn.read_qrels_file(qrels_full) if qrels_full is not None else None
         labels = fn.read_audit_labels(audit_labels) if audit_labels is not None else None
         fn_features = None
@@ -97,6 +116,11 @@ def estimate_fn_stage(
                 import pyarrow.parquet as pq
 
                 pq.write_table(sample, tmp)
-        return {"teacher": has_teacher, "model": has_model, "strategies": summary}
+        used = {}
+        if has_teacher:
+            from negmine.teachers import teachers_of
+
+            used = {"teacher_name": teacher_name or teachers_of(pq.read_schema(scored[0]))[0]["label"]}
+        return {"teacher": has_teacher, "model": has_model, "strategies": summary} | used
 
     return run_stage(run, "estimate-fn", config, inputs, outputs, compute, force)

@@ -64,7 +64,7 @@ def fn_scores_stage(run: Run, source: str = "dense", method: str = "pu", labels:
     """P(false negative) of every candidate of ``source`` (negmine.fn_model) → fn_scores_<source>.parquet and
     the fitted model, fn_model_<source>.json.
 
-    Uses every signal the run holds: the source's scores and ranks, the teacher's scores when the
+    Uses every signal the run holds: the source's scores and ranks, every teacher's scores when the
     source was rescored, the other retriever's ranks when it ran, and duplicates.parquet. ``method``
     ``pu`` learns from the labelled positives alone; ``labels`` (a CSV ``query_id, neg_id, label``)
     fits on audited labels instead.
@@ -124,9 +124,11 @@ def signals(run: Run, source: str):
     base, teacher, other, duplicates = signal_inputs(run, source)
     positives = read_table(base[1], POSITIVE_SCORES, "positive_scores")
     extra = {}
-    if teacher:
-        extra["scored_candidates"] = read_table(teacher[0], SCORED_CANDIDATES, "scored_candidates")
-        extra["scored_positives"] = read_table(teacher[1], SCORED_POSITIVES, "scored_positives")
+    if teacher:  # every teacher's scores, side by side (negmine.teachers)
+        from negmine.teachers import read_scored
+
+        extra["scored_candidates"] = read_scored(teacher[0], SCORED_CANDIDATES, "scored_candidates")[0]
+        extra["scored_positives"] = read_scored(teacher[1], SCORED_POSITIVES, "scored_positives")[0]
     if other:
         extra["other_candidates"] = read_table(other[0], CANDIDATES, "candidates")
         extra["other_positive_scores"] = read_table(other[1], POSITIVE_SCORES, "positive_scores")

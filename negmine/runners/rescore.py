@@ -29,27 +29,33 @@ def _teacher_id(spec: str) -> str:
 RESCORE_CHUNK = 2048  # pairs (cross-encoder) or distinct texts (bi-encoder) per teacher call
 
 
-def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int | None = 512, batch_size: int = 32, progress=None, force: bool = False,
+def rescore_stage(run: Run, teacher: str | list[str], source: str = "dense", max_length: int | None = 512, batch_size: int = 32, progress=None, force: bool = False,
                   chunk_size: int = RESCORE_CHUNK, engine: str = "local", ray_address: str | None = None, ray_actors: int | None = None,
                   teacher_precision: str = "float32") -> StageResult:
     """Teacher scores (negmine.rescore) of candidates_<source> and positive_scores_<source>.
 
+    ``teacher`` is one spec or a list of them (``LABEL=SPEC`` to name one; negmine.teachers): their scores
+    are stored side by side, the first in ``ce_score``/``ce_prob``. Teachers are loaded one at a time.
     ``teacher_precision`` is a bi-encoder teacher's (negmine.retrieve.device.PRECISIONS; the local engine only).
 
     ``engine='ray'`` scores the parts on Ray actors (negmine.engines.ray.RayTeacher); same outputs.
     """
     from negmine.errors import BadInputError, StageError
-    from negmine.schemas import SCORED_CANDIDATES, SCORED_POSITIVES
 
     check_engine(engine)
     if source not in SOURCES:
         raise BadInputError("--source", f"unknown value {source!r}; choose from {sorted(SOURCES)}")
+    from negmine.teachers import parse_teachers
+
+    specs = parse_teachers(teacher)
     inputs = table_paths(run, f"candidates_{source}", f"positive_scores_{source}", "corpus", "queries")
     for path in inputs[:2]:
         if not path.exists():
             raise StageError(f"{path}: missing; run `negmine {source} --run {run.path}` first")
     outputs = table_paths(run, f"scored_candidates_{source}", f"scored_positives_{source}")
-    config = {"teacher": _teacher_id(teacher), "source": source, "max_length": max_length}  # batch size does not change the output
+    single = len(specs) == 1 and specs[0].label == "t1"  # the layout (and config) of a one-teacher run
+    teacher_id = _teacher_id(specs[0].spec) if single else [f"{s.label}={_teacher_id(s.spec)}" for s in specs]
+    config = {"teacher": teacher_id, "source": source, "max_length": max_length}  # batch size does not change the output
     precision = teacher_precision
     if precision != "float32":
         if engine != "local":
@@ -60,32 +66,48 @@ def rescore_stage(run: Run, teacher: str, source: str = "dense", max_length: int
     def compute():
         import numpy as np
 
-        from negmine.rescore import load_teacher, rescore
+        from negmine.rescore import load_teacher, scored_tables, teacher_pairs, teacher_scores
+        from negmine.teachers import described
 
         candidates = read_table(inputs[0], CANDIDATES, "candidates")
         positives = read_table(inputs[1], POSITIVE_SCORES, "positive_scores")
         corpus = read_table(inputs[2], CORPUS, "corpus")
         queries = read_table(inputs[3], QUERIES, "queries")
-        if engine == "ray":
-            from negmine.engines.ray import RayTeacher
-
-            loaded = RayTeacher(teacher, max_length, ray_address, ray_actors)
-        else:
-            loaded = load_teacher(teacher, max_length, precision=precision)
-        try:
-            scored, scored_pos = rescore(candidates, positives, corpus, queries, loaded, batch_size, chunk_size, progress=progress)
-        finally:
+        pairs, query_texts, doc_texts = teacher_pairs(candidates, positives, corpus, queries)
+        scores, kinds, names, ray = [], [], [], {}
+        for spec in specs:  # one teacher in memory at a time
             if engine == "ray":
-                loaded.close()
-        write_table(scored, outputs[0], SCORED_CANDIDATES)
-        write_table(scored_pos, outputs[1], SCORED_POSITIVES)
-        probs = scored.column("ce_prob").to_numpy()
+                from negmine.engines.ray import RayTeacher
+
+                loaded = RayTeacher(spec.spec, max_length, ray_address, ray_actors)
+            else:
+                loaded = load_teacher(spec.spec, max_length, precision=precision)
+            try:
+                scores.append(teacher_scores(loaded, query_texts, doc_texts, batch_size, chunk_size, progress=progress))
+            finally:
+                if engine == "ray":
+                    for key, value in actor_stats(loaded.pool).items():
+                        ray[key] = ray.get(key, 0) + value
+                    loaded.close()
+            kinds.append(loaded.kind)
+            names.append(loaded.name)
+            del loaded
+        teachers = described(specs, kinds, names)
+        scored, scored_pos = scored_tables(candidates, positives, pairs, scores, teachers)
+        write_table(scored, outputs[0], scored.schema)
+        write_table(scored_pos, outputs[1], scored_pos.schema)
+
+        def mean(table, column):
+            return round(float(np.mean(table.column(column).to_numpy())), 4) if table.num_rows else None
+
+        for entry in teachers:
+            entry |= {"candidate_prob_mean": mean(scored, entry["prob_column"]), "positive_prob_mean": mean(scored_pos, entry["prob_column"])}
         return {
-            "teacher_kind": loaded.kind,
+            "teacher_kind": kinds[0],
             "candidates": scored.num_rows,
             "positives": scored_pos.num_rows,
-            "candidate_prob_mean": round(float(probs.mean()), 4) if len(probs) else None,
-            "positive_prob_mean": round(float(np.mean(scored_pos.column("ce_prob").to_numpy())), 4) if scored_pos.num_rows else None,
-        } | ran_on(engine) | (actor_stats(loaded.pool) if engine == "ray" else {})
+            "candidate_prob_mean": teachers[0]["candidate_prob_mean"],
+            "positive_prob_mean": teachers[0]["positive_prob_mean"],
+        } | ({} if single else {"teachers": teachers}) | ran_on(engine) | ray
 
     return run_stage(run, f"rescore.{source}", config, inputs, outputs, compute, force)

@@ -25,10 +25,14 @@ from negmine.schemas import (
 )
 
 
-def check_sample(strategy: str = "simans", source: str = "dense", num_negatives: int = 7, params: dict | None = None, max_fn_prob: float | None = None, **_) -> None:
+def check_sample(strategy: str = "simans", source: str = "dense", num_negatives: int = 7, params: dict | None = None, max_fn_prob: float | None = None,
+                 teacher_name: str | None = None, **_) -> None:
     """Everything :func:`sample_stage` would refuse in its options, checked before any stage of a pipeline runs."""
     from negmine.errors import BadInputError, check_at_least, check_choice
     from negmine.sample import STRATEGIES, strategy_params
+    from negmine.teachers import check_label
+
+    check_label(teacher_name)
 
     check_choice("--strategy", strategy, STRATEGIES)
     check_choice("--source", source, SOURCES)
@@ -42,18 +46,20 @@ def check_sample(strategy: str = "simans", source: str = "dense", num_negatives:
 
 
 def sample_stage(run: Run, strategy: str = "simans", source: str = "dense", num_negatives: int = 7, seed: int = 42, params: dict | None = None, force: bool = False,
-                 dedup: bool = True, max_fn_prob: float | None = None) -> StageResult:
+                 dedup: bool = True, max_fn_prob: float | None = None, teacher_name: str | None = None) -> StageResult:
     """Sample ``strategy``'s negatives from candidates_<source> → negatives_<strategy>.parquet.
 
     Likely false negatives are kept out of every strategy's pool, as labelled positives are: with
     ``dedup``, documents whose text duplicates a labelled positive (duplicates.parquet, made here when
     missing); with ``max_fn_prob``, candidates whose P(false negative) is above it (fn_scores_<source>,
-    made here with the label-free model when missing; see negmine.fn_model).
+    made here with the label-free model when missing; see negmine.fn_model). With several teachers
+    (negmine.teachers) ``teacher_name`` picks the one whose scores fill ``ce_score`` and feed denoise and
+    simans ``score='ce'`` (None: the first).
     """
-    from negmine.errors import StageError
+    from negmine.errors import BadInputError, StageError
     from negmine.sample import NEEDS, likely_false_negatives, sample_negatives, strategy_params
 
-    check_sample(strategy, source, num_negatives, params, max_fn_prob)
+    check_sample(strategy, source, num_negatives, params, max_fn_prob, teacher_name)
     params = {**strategy_params(strategy), **(params or {})}
     needs = NEEDS.get(strategy, ())  # corpus (random, star) and/or clusters (tas-balanced)
     inputs = table_paths(run, f"candidates_{source}", f"positive_scores_{source}", "qrels", "queries", *needs)
@@ -68,6 +74,8 @@ def sample_stage(run: Run, strategy: str = "simans", source: str = "dense", num_
     has_teacher = all(p.exists() for p in scored)
     if strategy == "denoise" and not has_teacher:
         raise StageError(f"{scored[0]}: missing; strategy 'denoise' needs teacher scores, run `negmine rescore --run {run.path} --source {source} --teacher ...` first")
+    if teacher_name is not None and not has_teacher:
+        raise BadInputError("--teacher-name", f"{scored[0]} is missing: the run has no teacher scores of the {source} candidates to choose from")
     inputs += scored if has_teacher else []
     if strategy == "denoise" and params.get("pseudo_positives"):
         outputs += table_paths(run, f"pseudo_positives_{strategy}")
@@ -85,7 +93,7 @@ def sample_stage(run: Run, strategy: str = "simans", source: str = "dense", num_
         filters += table_paths(run, f"fn_scores_{source}")
     inputs += filters
     config = {"strategy": strategy, "source": source, "num_negatives": num_negatives, "seed": seed, "params": params}
-    config |= unless_default(dedup=(dedup, True), max_fn_prob=(max_fn_prob, None))
+    config |= unless_default(dedup=(dedup, True), max_fn_prob=(max_fn_prob, None), teacher_name=(teacher_name, None))
 
     def compute():
         candidates = read_table(inputs[0], CANDIDATES, "candidates")
@@ -95,9 +103,10 @@ def sample_stage(run: Run, strategy: str = "simans", source: str = "dense", num_
         extra = {name: read_table(table_path(run, name), {"corpus": CORPUS, "clusters": CLUSTERS}[name], name) for name in needs}
         if has_teacher:
             from negmine.schemas import SCORED_CANDIDATES, SCORED_POSITIVES
+            from negmine.teachers import read_scored, select_teacher
 
-            extra["scored_candidates"] = read_table(scored[0], SCORED_CANDIDATES, "scored_candidates")
-            extra["scored_positives"] = read_table(scored[1], SCORED_POSITIVES, "scored_positives")
+            for key, path, base in (("scored_candidates", scored[0], SCORED_CANDIDATES), ("scored_positives", scored[1], SCORED_POSITIVES)):
+                extra[key] = select_teacher(*read_scored(path, base, key), teacher_name)
         from negmine.schemas import DUPLICATES, FN_SCORES
 
         duplicates = read_table(table_path(run, "duplicates"), DUPLICATES, "duplicates") if dedup else None

@@ -20,6 +20,8 @@ CASES = {
     "unknown engine": (["--engine", "spark"], "--engine", "'ray'"),
     "unknown index": (["--index", "lsh"], "--index", "'hnsw'"),
     "unknown strategy parameter": (["--param", "nope=1"], "--param", "no parameter 'nope'"),
+    "two teachers under one label": (["--teacher", "a=bi-encoder:x", "--teacher", "a=bi-encoder:y"], "--teacher", "the label 'a' names two teachers"),
+    "a teacher label that is no label": (["--teacher", "bi-encoder:x", "--teacher-name", "2nd"], "--teacher-name", "is not a teacher label"),
 }
 
 
@@ -41,6 +43,9 @@ def test_mine_refuses_a_bad_option_with_exit_2_before_any_stage(case, tmp_path, 
     ("sample", ["--source", "nope"], "--source"),
     ("dense", ["--precision", "fp8"], "--precision"),
     ("rescore", ["--teacher", "bi-encoder:x", "--source", "nope"], "--source"),
+    ("rescore", ["--teacher", "bi-encoder:x", "--teacher", "bi-encoder:y", "--teacher", "t2=bi-encoder:z"], "--teacher"),
+    ("sample", ["--teacher-name", "2x"], "--teacher-name"),
+    ("estimate-fn", ["--teacher-name", "a b"], "--teacher-name"),
     ("fn-scores", ["--source", "nope"], "--source"),
     ("train", ["--name", "m", "--method", "nope"], "--method"),
 ])

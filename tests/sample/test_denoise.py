@@ -119,3 +119,43 @@ def test_sample_stage_writes_pseudo_positives_and_counts_false_negatives(tmp_pat
     assert result.entry["stats"]["queries_with_likely_false_negatives"] == 1
     assert pq.read_table(run.file("pseudo_positives_denoise.parquet")).column("doc_id").to_pylist() == ["d1", "d7"]
     assert set(result.entry["outputs"]) == {"negatives_denoise.parquet", "pseudo_positives_denoise.parquet"}
+
+
+def _write_run(path, cand, pos, qrels, queries, scored, scored_pos):
+    run = Run.open(path)
+    for name, table, schema in (("candidates_dense", cand, CANDIDATES), ("positive_scores_dense", pos, POSITIVE_SCORES), ("qrels", qrels, QRELS),
+                                ("queries", queries, QUERIES), ("scored_candidates_dense", scored, scored.schema),
+                                ("scored_positives_dense", scored_pos, scored_pos.schema)):
+        write_table(table, run.file(f"{name}.parquet"), schema)
+    return run
+
+
+def test_with_two_teachers_the_chosen_one_gives_what_a_run_with_it_alone_gives(tmp_path):
+    from negmine.errors import BadInputError
+    from negmine.teachers import described, parse_teachers, scored_schema
+
+    cand, pos, qrels, queries, scored, scored_pos = _tables()
+    # a second teacher that disagrees: the reverse of the first's probabilities
+    flipped = {name: pa.array(1 - table.column("ce_prob").to_numpy(), pa.float32()) for name, table in (("cand", scored), ("pos", scored_pos))}
+    second = {name: pa.array(np.log(p.to_numpy() / (1 - p.to_numpy())), pa.float32()) for name, p in flipped.items()}
+    teachers = described(parse_teachers(["cross-encoder:/a", "rev=cross-encoder:/b"]), ["cross-encoder"] * 2, ["/a", "/b"])
+    both = [table.append_column("ce_score_rev", second[name]).append_column("ce_prob_rev", flipped[name]).cast(scored_schema(base, teachers))
+            for name, table, base in (("cand", scored, SCORED_CANDIDATES), ("pos", scored_pos, SCORED_POSITIVES))]
+    alone = [table.set_column(table.schema.get_field_index("ce_score"), "ce_score", second[name]).set_column(
+        table.schema.get_field_index("ce_prob"), "ce_prob", flipped[name]).cast(base)
+        for name, table, base in (("cand", scored, SCORED_CANDIDATES), ("pos", scored_pos, SCORED_POSITIVES))]
+    together = _write_run(tmp_path / "both", cand, pos, qrels, queries, *both)
+    rev_alone = _write_run(tmp_path / "rev", cand, pos, qrels, queries, *alone)
+    first_alone = _write_run(tmp_path / "first", cand, pos, qrels, queries, scored, scored_pos)
+    for strategy, params in (("denoise", {"pseudo_positives": True}), ("simans", {"score": "ce", "a": 1e6, "b": 0.0})):
+        picked = {}
+        for label, run in (("rev", together), ("rev-alone", rev_alone), ("t1", together), ("first", together), ("first-alone", first_alone)):
+            name = {"rev": "rev", "t1": "t1"}.get(label)
+            sample_stage(run, strategy, num_negatives=4, params=params, dedup=False, teacher_name=name, force=True)
+            picked[label] = pq.read_table(run.file(f"negatives_{strategy}.parquet")).to_pylist()
+        assert picked["rev"] == picked["rev-alone"] and picked["t1"] == picked["first"] == picked["first-alone"]
+        assert picked["rev"] != picked["first"]
+    config = __import__("json").loads(together.file("manifest.json").read_text())["stages"]["sample.simans"]["config"]
+    assert "teacher_name" not in config  # the last sample took the first teacher, as a run without the option
+    with pytest.raises(BadInputError, match=r"unknown teacher 'big'; the run's teachers are \['t1', 'rev'\]"):
+        sample_stage(together, "denoise", teacher_name="big", dedup=False, force=True)
