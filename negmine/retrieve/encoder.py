@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from negmine.io import malloc_trim
+
 _ST = "sentence_transformers."
 _TRANSFORMER, _POOLING, _NORMALIZE = "Transformer", "Pooling", "Normalize"
 POOLING_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max"}
@@ -247,6 +249,7 @@ class PlainEncoder:
         for batch, hidden, mask in self.auto_model.run_batches(tokenized()):
             emb = _normalized(self._pool_numpy(hidden, mask))
             out[batch] = _normalized(emb) if self.normalize else emb
+            malloc_trim()  # the finished batch's buffers back to the system, as the torch path does
             if on_batch:
                 on_batch(len(batch))
         return out
