@@ -41,15 +41,16 @@ def openvino_installed() -> bool:
 
 
 def openvino_unsupported(model: str, precision: str, device: str | None = None) -> str | None:
-    """Why OpenVINO cannot run ``model`` in ``precision`` here (None: it can). Reads the model's config
-    files only; loads nothing."""
+    """Why OpenVINO cannot run ``model`` in ``precision`` on ``device`` (default: the one an encoder loaded
+    here runs on, negmine.retrieve.device.auto_device) (None: it can). Reads the model's config files only; loads nothing."""
     from negmine.retrieve import bert
-    from negmine.retrieve.device import native_bfloat16
+    from negmine.retrieve.device import auto_device, native_bfloat16
     from negmine.retrieve.encoder import plain_layout
 
     if not openvino_installed():
         return "the openvino package is not installed (pip install openvino)"
-    if device not in (None, "cpu"):
+    device = str(device or auto_device())
+    if device != "cpu":
         return f"it runs on the CPU; this encoder runs on {device}"
     if precision not in ("float32", "bfloat16"):
         return f"it runs float32 or bfloat16, not {precision}"

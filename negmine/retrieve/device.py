@@ -37,7 +37,7 @@ def native_bfloat16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def _auto_device() -> str:
+def auto_device() -> str:
     """The device "auto" decides for: the CPU on a Linux machine with no GPU device file, else torch's answer."""
     if _CPUINFO.exists() and not any(Path(f).exists() for f in GPU_DEVICE_FILES):
         return "cpu"
@@ -51,7 +51,7 @@ def resolve_precision(precision: str, device: str | None = None) -> str:
     precision = check_precision(precision, device)
     if precision != "auto":
         return precision
-    device = str(device or _auto_device())
+    device = str(device or auto_device())
     if device.startswith("cuda"):
         import torch
 

@@ -42,7 +42,7 @@ def _backend(backend: str, model: str, precision: str) -> str:
     engine: the stage's cache key and stats name it."""
     from negmine.retrieve.backends import resolve_backend
 
-    return resolve_backend(backend, model, precision, "cuda" if precision == "float16" else None)
+    return resolve_backend(backend, model, precision)
 
 
 def _encoder(engine: str, model: str, max_seq_length, ray_address: str | None = None, precision: str = "float32", ray_actors: int | None = None,

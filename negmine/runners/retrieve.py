@@ -34,7 +34,7 @@ def check_retrieve(source: str = "dense", k: int = 100, model: str = DEFAULT_MOD
         check_choice("--index", index, INDEXES)
         from negmine.retrieve.backends import resolve_backend
 
-        resolve_backend(backend, model, check_precision(precision, engine), "cuda" if precision == "float16" else None)
+        resolve_backend(backend, model, check_precision(precision, engine))
         resolve_prompt(model, "query", query_prompt, query_prompt_name)
         resolve_prompt(model, "document", corpus_prompt, corpus_prompt_name)
 

@@ -83,6 +83,15 @@ def test_auto_chooses_openvino_only_where_it_runs_the_model(model_path, tmp_path
         resolve_backend("onnx", model_path, "float32")
 
 
+def test_auto_keeps_an_encoder_that_would_run_on_a_gpu_on_torch(model_path, monkeypatch):
+    from negmine.retrieve import device
+
+    monkeypatch.setattr(device, "auto_device", lambda: "cuda")  # a machine where the encoder loads on a GPU
+    assert resolve_backend("auto", model_path, "float32") == "torch"
+    with pytest.raises(BadInputError, match="--backend.*CPU"):
+        resolve_backend("openvino", model_path, "float32")
+
+
 def test_backend_is_in_the_cache_key_and_the_stats(model_path, tmp_path):
     run = tmp_path / "run"
     common = ["mine", "--data", SAMPLE, "--out", run, "--model", model_path, "--max-seq-length", "64", "--strategy", "topk", "--json"]
