@@ -8,6 +8,7 @@ import numpy as np
 
 from negmine.errors import StageError
 from negmine.io import malloc_trim
+from negmine.retrieve.encoder import prompt_text
 
 # On CPU a larger batch does not encode faster once its matrix multiplies keep the cores busy, but its
 # activations grow with it (attention alone: batch × heads × length² floats): corpus batches are capped at this
@@ -43,7 +44,7 @@ def encode(model, texts: list[str], batch_size: int = 64, prompt_name: str | Non
             return out
         batches = token_batches(token_lengths(model, texts, prompt_name, prompt), batch_size, budget)
         if getattr(model, "pipelined", False):  # the OpenVINO encoder: batches queued, tokenised while others run
-            return model.encode_batches(texts, batches, prompt if prompt is not None else model.prompts.get(prompt_name, "") if prompt_name else "", on_batch)
+            return model.encode_batches(texts, batches, prompt_text(model.prompts, prompt_name, prompt), on_batch)
         out = None
         for batch in batches:
             part = _st_encode(model, [texts[i] for i in batch], len(batch), prompt_name, prompt)
@@ -93,8 +94,7 @@ def token_lengths(model, texts: list[str], prompt_name: str | None = None, promp
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:  # a model without a tokenizer we can call: ~4 characters per token
         return [len(t) // 4 + 2 for t in texts]
-    if prompt is None:
-        prompt = (getattr(model, "prompts", None) or {}).get(prompt_name, "") if prompt_name else ""
+    prompt = prompt_text(getattr(model, "prompts", None) or {}, prompt_name, prompt)
     limit = getattr(model, "max_seq_length", None)
     lengths: list[int] = []
     # slices keep the token-id lists (Python ints) that the tokenizer returns small and short-lived

@@ -204,14 +204,12 @@ class PlainEncoder:
         forms them (texts sorted by character length, longest first)."""
         import torch
 
-        if prompt is None:  # as sentence-transformers: a prompt text wins over a prompt name
-            prompt = self.prompts.get(prompt_name, "") if prompt_name else ""
+        prompt = prompt_text(self.prompts, prompt_name, prompt)
         order = np.argsort([-len(t) for t in texts])
         out = []
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
-                batch = [prompt + texts[i] for i in order[start : start + batch_size]]
-                features = self.tokenizer(batch, padding=True, truncation="longest_first", return_tensors="pt", **self.tokenizer_kwargs)
+                features = self._features([prompt + texts[i] for i in order[start : start + batch_size]], "pt")
                 features = {k: v.to(self.device) for k, v in features.items()}
                 if self.own_bert:
                     tokens = self.auto_model(**features)
@@ -229,6 +227,10 @@ class PlainEncoder:
         emb = torch.stack(restored) if restored else torch.empty((0, self.get_embedding_dimension()))
         return emb if convert_to_tensor or not convert_to_numpy else emb.float().numpy()
 
+    def _features(self, texts: list[str], tensors: str):
+        """The tokenizer's padded batch of ``texts`` (``tensors``: "pt" or "np"), as sentence-transformers tokenises."""
+        return self.tokenizer(texts, padding=True, truncation="longest_first", return_tensors=tensors, **self.tokenizer_kwargs)
+
     @property
     def pipelined(self) -> bool:
         """Whether :meth:`encode_batches` overlaps the batches (a backbone that runs them asynchronously)."""
@@ -241,8 +243,7 @@ class PlainEncoder:
 
         def tokenized():
             for batch in batches:
-                yield batch, self.tokenizer([prompt + texts[i] for i in batch], padding=True, truncation="longest_first", return_tensors="np",
-                                            **self.tokenizer_kwargs)
+                yield batch, self._features([prompt + texts[i] for i in batch], "np")
 
         out = np.empty((len(texts), self.get_embedding_dimension()), dtype=np.float32)
         # pooled and normalised with numpy: torch's worker threads would compete with the backbone's for the cores
@@ -279,6 +280,14 @@ class PlainEncoder:
         total = (tokens * mask).sum(dim=1, dtype=accumulate)
         count = torch.clamp(mask.sum(dim=1, dtype=accumulate), min=1e-9)
         return (total / count).to(tokens.dtype)
+
+
+def prompt_text(prompts: dict[str, str], prompt_name: str | None = None, prompt: str | None = None) -> str:
+    """The text put before every text, as sentence-transformers decides it: ``prompt`` wins over the
+    model's prompt called ``prompt_name`` (``prompts``); neither: none."""
+    if prompt is not None:
+        return prompt
+    return prompts.get(prompt_name, "") if prompt_name else ""
 
 
 def _normalized(emb: np.ndarray) -> np.ndarray:

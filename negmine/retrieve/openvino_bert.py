@@ -194,12 +194,6 @@ class OpenVINOBert:
         return self  # the precision is the compiled graph's
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        ids = input_ids.numpy().astype(np.int64, copy=False)
-        mask = np.ones_like(ids) if attention_mask is None else attention_mask.numpy().astype(np.int64, copy=False)
-        types = np.zeros_like(ids) if token_type_ids is None else token_type_ids.numpy().astype(np.int64, copy=False)
-        slices = self._slices(len(ids))
-        self._parts = {}
-        for i, (start, end) in enumerate(slices):
-            self.queue.start_async({"input_ids": ids[start:end], "attention_mask": mask[start:end], "token_type_ids": types[start:end]}, userdata=i)
-        self.queue.wait_all()
-        return torch.from_numpy(np.concatenate([self._parts[i] for i in range(len(slices))]))
+        features = {name: t.numpy() for name, t in zip(INPUTS, (input_ids, attention_mask, token_type_ids)) if t is not None}
+        _, hidden, _ = next(self.run_batches([(None, features)]))
+        return torch.from_numpy(hidden)
