@@ -102,7 +102,7 @@ def mine(data: str, root: Path, model: str, msl: int, arms: list[str], teacher: 
         runs["control"] = _copy_run(root, "control")
         with runs["control"].lock() as run:
             if teacher:
-                rescore_stage(run, teacher, "dense", max_length=msl, precision="auto")
+                rescore_stage(run, teacher, "dense", max_length=msl, teacher_precision="float32")
             bm25_stage(run, k=100, threads=2)  # BM25 ranks: the agreement signal of the false-negative model
             duplicates_stage(run)
             fn_scores_stage(run, "dense")
@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--arms", nargs="+", default=[a for a in ARMS if a != "denoise"] + ["adore+star", "denoise"])
     parser.add_argument("--name", default="train_table", help="results file name under bench/results/")
+    parser.add_argument("--mine-only", action="store_true", help="mine the arms' negatives and stop (train elsewhere, e.g. bench/train_select.py on a GPU)")
     parser.add_argument("--teacher", default="mpnet", help="teacher of the control arms' false-negative model: mpnet (bench/mpnet.py) | none | a spec")
     args = parser.parse_args()
     teacher = None
@@ -152,6 +153,8 @@ def main() -> None:
     started = time.perf_counter()
     runs = mine(args.data, root, model, args.max_seq_length, args.arms, teacher)
     print(f"mined in {time.perf_counter() - started:.0f} s", flush=True)
+    if args.mine_only:
+        return
     common = dict(data_dir=args.data, split="test", max_seq_length=args.max_seq_length)
     files: dict[str, list[Path]] = {"zero-shot": [results_dir / "zero-shot.parquet"]}
     evaluate_once(files["zero-shot"][0], model=model, **common)

@@ -54,11 +54,41 @@ class ExactSearch:
         return faiss.knn(queries, self.vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
 
 
-def shard_searcher(embeddings: np.ndarray):
-    """What searches one shard exactly: :class:`ExactSearch` on CPU, a flat index where faiss has GPUs."""
-    import faiss
+class TorchSearch:
+    """Exact inner-product search with torch on ``device`` (a GPU where faiss has none: the faiss on
+    PyPI is CPU-only): the rows are held there as float32, each query batch is one matrix product.
+    Same ``ntotal`` / ``search`` as a faiss index, so :func:`top_k` orders and cuts ties the same way."""
 
-    return flat_index(embeddings) if faiss.get_num_gpus() > 0 else ExactSearch(embeddings)
+    def __init__(self, embeddings: np.ndarray, device: str = "cuda"):
+        import torch
+
+        self.device = device
+        self.vectors = torch.cat([torch.from_numpy(b).to(device) for b in float32_blocks(embeddings)]) if len(embeddings) else torch.zeros((0, embeddings.shape[1]), device=device)
+        self.ntotal = len(self.vectors)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(self.device)
+            scores, rows = torch.topk(q @ self.vectors.T, min(k, self.ntotal), dim=1)
+        return scores.cpu().numpy(), rows.cpu().numpy().astype(np.int64)
+
+
+def shard_searcher(embeddings: np.ndarray):
+    """What searches one shard exactly: on CPU :class:`ExactSearch`; on a GPU machine a faiss GPU index
+    where faiss has GPUs, else :class:`TorchSearch`."""
+    from negmine.retrieve.device import auto_device
+
+    if auto_device().startswith("cuda"):  # pragma: no cover - no GPU on CI
+        try:
+            import faiss
+
+            gpus = faiss.get_num_gpus()
+        except ImportError:
+            gpus = 0
+        return flat_index(embeddings) if gpus > 0 else TorchSearch(embeddings)
+    return ExactSearch(embeddings)
 
 
 def float32_blocks(embeddings: np.ndarray, chunk_size: int = 65536):

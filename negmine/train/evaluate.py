@@ -30,15 +30,15 @@ def parse_metrics(names) -> list:
 
 
 def dense_ranking(model, corpus: pa.Table, queries: pa.Table, k: int = 100, batch_size: int = 64, corpus_embeddings: np.ndarray | None = None) -> dict[str, dict[str, float]]:
-    """Top-``k`` documents per query by cosine similarity (exact faiss search): {query_id: {doc_id: score}}."""
+    """Top-``k`` documents per query by cosine similarity (exact search, ties by corpus row:
+    negmine.retrieve.search.top_k): {query_id: {doc_id: score}}."""
     from negmine.retrieve.candidates import doc_texts
-    from negmine.retrieve.search import flat_index
+    from negmine.retrieve.search import shard_searcher, top_k
     from negmine.retrieve.encode import encode
 
     emb = corpus_embeddings if corpus_embeddings is not None else encode(model, doc_texts(corpus), batch_size)
-    index = flat_index(emb)
     q_emb = encode(model, queries.column("text").to_pylist(), batch_size)
-    scores, rows = index.search(q_emb, min(k, corpus.num_rows))
+    scores, rows = top_k(shard_searcher(emb), q_emb, k)
     ids = corpus.column("doc_id").to_pylist()
     return {
         qid: {ids[r]: float(s) for r, s in zip(row_r, row_s) if r >= 0}

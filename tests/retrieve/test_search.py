@@ -161,6 +161,25 @@ def test_a_shard_is_searched_on_its_rows_without_an_index_copy_and_gives_the_ind
             assert got[0].tobytes() == want[0].tobytes() and got[1].tobytes() == want[1].tobytes()
 
 
+def test_torch_search_ranks_as_faiss_does_with_ties():
+    """TorchSearch (what a GPU machine without faiss GPUs searches with; run here on the CPU) gives,
+    through top_k, the rows faiss gives, ties ordered by corpus row, and the same scores to float32 rounding."""
+    from negmine.retrieve.search import ExactSearch, TorchSearch, top_k
+
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((2000, 64)).astype(np.float16)
+    rows[1000:1100] = rows[:100]  # every query near one of these has a tie
+    queries = rows[:50].astype(np.float32) + rng.standard_normal((50, 64)).astype(np.float32) * 0.01
+    for k in (2, 10, 2000, 5000):
+        got, want = top_k(TorchSearch(rows, device="cpu"), queries, k), top_k(ExactSearch(rows), queries, k)
+        assert got[0].shape == want[0].shape == (50, min(k, 2000))
+        np.testing.assert_allclose(got[0], want[0], rtol=0, atol=1e-4)
+        # the near-duplicate and its tied copy lead; deeper, scores a float32 rounding apart may swap
+        assert (got[1][:, :2] == want[1][:, :2]).all()
+        assert all(set(g) == set(w) for g, w in zip(got[1], want[1])) or k < 2000
+    assert (top_k(TorchSearch(rows, device="cpu"), queries, 2)[1] == [[i, 1000 + i] for i in range(50)]).all()
+
+
 def test_scores_do_not_depend_on_which_queries_had_ties():
     """A query whose k-th score ties is searched again deeper; faiss's floats depend on how many queries
     share a search call, so the deeper search sends the whole batch: every score is the one a single
