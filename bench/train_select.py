@@ -4,7 +4,7 @@ arm with those choices and score it on test.
 
     python bench/train_table.py --mine-only --arms in-batch dense-topk dense-topk+control simans simans+control
     python bench/train_select.py --mine-only         # the strict control's negatives (CPU, seconds)
-    python bench/train_select.py --workers 8         # on a GPU machine: ~8 min on one H200 (hours on 2 CPU cores)
+    python bench/train_select.py --workers 8         # on a GPU machine: ~7 min on one H200 (hours on 2 CPU cores)
 
 The arms are bench/train_table.py's (same mined tables: dense top-200 candidates of all-MiniLM-L6-v2;
 the control drops duplicates of positives and candidates whose P(false negative) is above a threshold,
