@@ -59,6 +59,8 @@ class TorchSearch:
     PyPI is CPU-only): the rows are held there as float32, each query batch is one matrix product.
     Same ``ntotal`` / ``search`` as a faiss index, so :func:`top_k` orders and cuts ties the same way."""
 
+    SCORE_CELLS = 1 << 27
+
     def __init__(self, embeddings: np.ndarray, device: str = "cuda"):
         import torch
 
@@ -67,12 +69,19 @@ class TorchSearch:
         self.ntotal = len(self.vectors)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Queries go in slices whose score matrix stays under ``SCORE_CELLS`` floats (512 MB)."""
         import torch
 
+        k = min(k, self.ntotal)
+        step = max(1, self.SCORE_CELLS // max(self.ntotal, 1))
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        scores, rows = np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)
         with torch.no_grad():
-            q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(self.device)
-            scores, rows = torch.topk(q @ self.vectors.T, min(k, self.ntotal), dim=1)
-        return scores.cpu().numpy(), rows.cpu().numpy().astype(np.int64)
+            for start in range(0, len(queries), step):
+                q = torch.from_numpy(queries[start : start + step]).to(self.device)
+                s, r = torch.topk(q @ self.vectors.T, k, dim=1)
+                scores[start : start + step], rows[start : start + step] = s.cpu().numpy(), r.cpu().numpy()
+        return scores, rows
 
 
 def shard_searcher(embeddings: np.ndarray):
