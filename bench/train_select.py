@@ -275,17 +275,11 @@ def test_table(test_jobs: list[dict], zero_shot: str, epochs: int, negatives: in
 def mine_strict(root: Path) -> None:
     """The ``+control0.2`` arms' run: the control run's candidates and false-negative scores, sampled with
     P(false negative) ≤ 0.2 (CPU, seconds)."""
-    from negmine.rundir import Run
     from negmine.runners.sample import sample_stage
+    from train_table import copy_run
 
     for which, (_, _, threshold) in {ARMS[a][0]: ARMS[a] for a in ARMS if ARMS[a][2] not in (None, 0.5)}.items():
-        target = root / which
-        if not target.exists():
-            tmp = root / f"{which}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(root / "control", tmp, ignore=shutil.ignore_patterns("models", ".negmine.lock"))
-            tmp.rename(target)
-        with Run.open(target).lock() as run:
+        with copy_run(root, which, source="control").lock() as run:
             for strategy in sorted({ARMS[a][1] for a in ARMS if ARMS[a][0] == which}):
                 sample_stage(run, strategy, "dense", num_negatives=7, seed=42, dedup=True, max_fn_prob=threshold)
 

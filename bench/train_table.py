@@ -65,14 +65,14 @@ MAX_FN_PROB = 0.5
 DENOISE_PARAMS = {"negative_below": 0.75, "positive_above": 0.85}
 
 
-def _copy_run(root: Path, name: str) -> Run:
-    """A copy of the dense run (its candidates) in its own directory: the copy's extra tables (teacher
+def copy_run(root: Path, name: str, source: str = "dense") -> Run:
+    """A copy of the ``source`` run (its candidates) in its own directory: the copy's extra tables (teacher
     scores, false-negative scores) become inputs of its sample stages, so the other arms' tables stay as mined."""
     target = root / name
     if not target.exists():
         tmp = root / f"{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(root / "dense", tmp, ignore=shutil.ignore_patterns("models", ".negmine.lock"))
+        shutil.copytree(root / source, tmp, ignore=shutil.ignore_patterns("models", ".negmine.lock"))
         tmp.rename(target)
     return Run.open(target)
 
@@ -92,14 +92,14 @@ def mine(data: str, root: Path, model: str, msl: int, arms: list[str], teacher: 
         for strategy in strategies:
             sample_stage(run, strategy, "dense", num_negatives=7, seed=42, dedup=False)
     if "denoise" in wanted:
-        runs["denoise"] = _copy_run(root, "denoise")
+        runs["denoise"] = copy_run(root, "denoise")
         with runs["denoise"].lock() as run:
             rescore_stage(run, f"bi-encoder:{model}", "dense", max_length=msl)
             sample_stage(run, "denoise", "dense", num_negatives=7, seed=42, params=DENOISE_PARAMS, dedup=False)
     if "control" in wanted:
         from negmine.runners.false_negatives import duplicates_stage, fn_scores_stage
 
-        runs["control"] = _copy_run(root, "control")
+        runs["control"] = copy_run(root, "control")
         with runs["control"].lock() as run:
             if teacher:
                 rescore_stage(run, teacher, "dense", max_length=msl, teacher_precision="float32")
