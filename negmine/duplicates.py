@@ -53,7 +53,7 @@ from negmine.errors import BadInputError
 from negmine.schemas import DUPLICATES
 
 SHINGLE_SIZE = 3
-BLOCK_DOCS = 4096  # documents hashed per numpy block: memory stays O(block), not O(corpus)
+BLOCK_DOCS = 512  # documents hashed per numpy block: memory stays O(block), not O(corpus) (about 150 bytes per word of the block at its peak)
 MIDPOINT_MARGIN = 0.05  # automatic bands put the S-curve midpoint at least this far below the threshold
 
 _U64 = np.uint64

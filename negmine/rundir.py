@@ -26,7 +26,7 @@ from negmine.schemas import SCHEMA_VERSION
 
 MANIFEST = "manifest.json"
 LOCK = ".negmine.lock"
-_VERSIONED = ("pyarrow", "numpy", "torch", "transformers", "sentence_transformers", "faiss", "pyserini", "bm25s", "duckdb")
+_VERSIONED = ("pyarrow", "numpy", "torch", "transformers", "tokenizers", "openvino", "sentence_transformers", "faiss", "pyserini", "bm25s", "duckdb")
 
 
 def package_versions() -> dict[str, str]:

@@ -43,7 +43,7 @@ def openvino_installed() -> bool:
 def openvino_unsupported(model: str, precision: str, device: str | None = None) -> str | None:
     """Why OpenVINO cannot run ``model`` in ``precision`` on ``device`` (default: the one an encoder loaded
     here runs on, negmine.retrieve.device.auto_device) (None: it can). Reads the model's config files only; loads nothing."""
-    from negmine.retrieve import bert
+    from negmine.retrieve.bert_config import supported
     from negmine.retrieve.device import auto_device, native_bfloat16
     from negmine.retrieve.encoder import plain_layout
 
@@ -57,7 +57,7 @@ def openvino_unsupported(model: str, precision: str, device: str | None = None) 
     if precision == "bfloat16" and not native_bfloat16():
         return "this CPU has no native bfloat16 (AVX512-BF16 or AMX)"
     layout = plain_layout(model)
-    if layout is None or not bert.supported(layout["model_config"]) or layout["fetch"]("model.safetensors") is None:
+    if layout is None or not supported(layout["model_config"]) or layout["fetch"]("model.safetensors") is None:
         return "it runs plain BERT checkpoints saved as safetensors (Transformer → Pooling [→ Normalize]); this model is not one"
     return None
 

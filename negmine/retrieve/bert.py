@@ -8,7 +8,8 @@ scaled-dot-product attention with a boolean padding mask, the output projection 
 GELU feed-forward and LayerNorm — from the same safetensors weights, and gives byte-identical hidden
 states (tests/test_encoder.py compares it with sentence-transformers on every run).
 
-:func:`supported` says which checkpoints it takes; anything else is loaded with transformers.
+:func:`negmine.retrieve.bert_config.supported` says which checkpoints it takes (without importing torch);
+anything else is loaded with transformers.
 """
 
 from __future__ import annotations
@@ -19,19 +20,6 @@ import torch
 import torch.nn.functional as F
 
 _PREFIX = "bert."
-
-
-def supported(config: dict) -> bool:
-    """A config.json this module can run: an absolute-position, GELU, encoder-only BERT."""
-    return (
-        config.get("model_type") == "bert"
-        and config.get("position_embedding_type", "absolute") == "absolute"
-        and config.get("hidden_act", "gelu") == "gelu"
-        and not config.get("is_decoder", False)
-        and not config.get("add_cross_attention", False)
-        and not config.get("chunk_size_feed_forward", 0)
-        and config.get("hidden_size", 0) % max(1, config.get("num_attention_heads", 1)) == 0
-    )
 
 
 class Bert:

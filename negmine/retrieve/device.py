@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from negmine.errors import BadInputError
@@ -35,6 +36,24 @@ def native_bfloat16() -> bool:
         probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
         return any(bool(probe()) for probe in probes if probe is not None)
     return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_threads() -> int:
+    """The threads torch computes with by default, found without importing it: ``OMP_NUM_THREADS``, else
+    ``MKL_NUM_THREADS``, else one per physical core (torch's rule), counting only the CPUs this process may run on."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in allowed:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))  # no topology: count each CPU as a core
+    return max(1, len(cores))
 
 
 def auto_device() -> str:

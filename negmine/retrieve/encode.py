@@ -33,9 +33,12 @@ def encode(model, texts: list[str], batch_size: int = 64, prompt_name: str | Non
     little padding; on CPU a batch also holds at most :data:`CPU_BATCH_TOKENS` padded tokens.
     ``on_batch(n)`` is called after every ``n`` texts encoded (per batch on CPU, once on a GPU).
     """
+    budget = CPU_BATCH_TOKENS if _on_cpu(model) else None
+    if getattr(model, "pipelined", False):  # the OpenVINO encoder (CPU, no torch): tokenised once, batches queued
+        tokens = model.tokenize(texts, prompt_text(model.prompts, prompt_name, prompt))
+        return model.encode_batches(tokens, token_batches(tokens.lengths.tolist(), batch_size, budget), on_batch)
     import torch
 
-    budget = CPU_BATCH_TOKENS if _on_cpu(model) else None
     with torch.inference_mode():
         if budget is None or len(texts) <= 1:
             out = _st_encode(model, texts, batch_size, prompt_name, prompt)
@@ -43,8 +46,6 @@ def encode(model, texts: list[str], batch_size: int = 64, prompt_name: str | Non
                 on_batch(len(texts))
             return out
         batches = token_batches(token_lengths(model, texts, prompt_name, prompt), batch_size, budget)
-        if getattr(model, "pipelined", False):  # the OpenVINO encoder: batches queued, tokenised while others run
-            return model.encode_batches(texts, batches, prompt_text(model.prompts, prompt_name, prompt), on_batch)
         out = None
         for batch in batches:
             part = _st_encode(model, [texts[i] for i in batch], len(batch), prompt_name, prompt)

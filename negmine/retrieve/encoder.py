@@ -19,6 +19,7 @@ falls back.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,8 +132,9 @@ def plain_layout(name_or_path: str) -> dict | None:
 def _backbone(name_or_path: str, layout: dict, dtype):
     """negmine's own BERT (negmine/bert.py) where the checkpoint is one it runs, else transformers' AutoModel."""
     from negmine.retrieve import bert
+    from negmine.retrieve.bert_config import supported
 
-    if bert.supported(layout["model_config"]):
+    if supported(layout["model_config"]):
         weights = layout["fetch"]("model.safetensors")
         if weights is not None:
             model = bert.load(weights, layout["model_config"], dtype)
@@ -143,39 +145,41 @@ def _backbone(name_or_path: str, layout: dict, dtype):
     return AutoModel.from_pretrained(name_or_path, **({} if dtype is None else {"dtype": dtype}))
 
 
+def _is_own_bert(model) -> bool:
+    from negmine.retrieve.bert import Bert
+
+    return isinstance(model, Bert)
+
+
 class PlainEncoder:
     """The part of ``SentenceTransformer`` that negmine's encoding uses, for a plain layout."""
 
     def __init__(self, name_or_path: str, layout: dict, device: str | None = None, dtype=None, backbone=None):
         """``backbone``: the transformer, already loaded (negmine.retrieve.openvino_bert.OpenVINOBert), called as
         negmine's BERT is; by default negmine's BERT or transformers' AutoModel in ``dtype``."""
-        import torch
-        from transformers import AutoTokenizer
-
-        from negmine.retrieve.bert import Bert
-        from negmine.retrieve.device import default_device
+        from negmine.retrieve.tokenizer import load_tokenizer
 
         self.auto_model = backbone if backbone is not None else _backbone(str(name_or_path), layout, dtype)
-        self.own_bert = backbone is not None or isinstance(self.auto_model, Bert)
+        self.own_bert = backbone is not None or _is_own_bert(self.auto_model)
         self.kind = "openvino" if backbone is not None else "negmine-bert" if self.own_bert else "transformers"
-        limit = layout["max_seq_length"]
-        if limit is None:  # as sentence-transformers: the tokenizer's limit, capped by the positions the model has
-            self.tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-            positions = layout["model_config"].get("max_position_embeddings")
-            if positions and positions > 0:
-                self.tokenizer.model_max_length = min(self.tokenizer.model_max_length, positions)
-        else:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), model_max_length=limit)
+        self.tokenizer = load_tokenizer(str(name_or_path), layout["fetch"], read_json(layout["fetch"], "tokenizer_config.json"),
+                                        layout["max_seq_length"], layout["model_config"].get("max_position_embeddings"))
         self.pooling = layout["pooling"]
         self.normalize = layout["normalize"]
         self.prompts = layout["prompts"]
         self.dimension = layout["dimension"] or layout["model_config"].get("hidden_size")
         self.tokenizer_kwargs: dict = {}
+        if backbone is not None:  # runs on the CPU, without torch
+            self.device = "cpu"
+            return
+        import torch
+
+        from negmine.retrieve.device import default_device
+
         if not self.own_bert:
             self.auto_model.eval()
         self.device = torch.device(device or default_device())
-        if backbone is None:
-            self.auto_model.to(self.device)
+        self.auto_model.to(self.device)
 
     @property
     def max_seq_length(self) -> int | None:
@@ -236,23 +240,26 @@ class PlainEncoder:
         """Whether :meth:`encode_batches` overlaps the batches (a backbone that runs them asynchronously)."""
         return hasattr(self.auto_model, "run_batches")
 
-    def encode_batches(self, texts: list[str], batches: list[list[int]], prompt: str = "", on_batch=None) -> np.ndarray:
-        """Normalised float32 embeddings of ``texts`` encoded in ``batches`` (lists of positions), by a backbone
-        with ``run_batches`` (negmine.retrieve.openvino_bert.OpenVINOBert): the next batches are tokenised and
-        the finished ones pooled while the backbone runs."""
+    def tokenize(self, texts: list[str], prompt: str = "") -> Tokenized:
+        """Every text (after ``prompt``) tokenised once, truncated to :attr:`max_seq_length`, for :meth:`encode_batches`."""
+        return Tokenized(self.tokenizer, [prompt + t for t in texts], self.max_seq_length, self.tokenizer_kwargs.get("pad_to_multiple_of"))
 
-        def tokenized():
-            for batch in batches:
-                yield batch, self._features([prompt + texts[i] for i in batch], "np")
-
-        out = np.empty((len(texts), self.get_embedding_dimension()), dtype=np.float32)
+    def encode_batches(self, tokens: Tokenized, batches: list[list[int]], on_batch=None) -> np.ndarray:
+        """Normalised float32 embeddings of the texts of ``tokens`` encoded in ``batches`` (lists of positions), by a
+        backbone with ``run_batches`` (negmine.retrieve.openvino_bert.OpenVINOBert): the next batches are padded
+        and the finished ones pooled while the backbone runs."""
+        out = np.empty((len(tokens.lengths), self.get_embedding_dimension()), dtype=np.float32)
+        trimmed = time.monotonic()
         # pooled and normalised with numpy: torch's worker threads would compete with the backbone's for the cores
-        for batch, hidden, mask in self.auto_model.run_batches(tokenized()):
+        for batch, hidden, mask in self.auto_model.run_batches((batch, tokens.batch(batch)) for batch in batches):
             emb = _normalized(self._pool_numpy(hidden, mask))
             out[batch] = _normalized(emb) if self.normalize else emb
-            malloc_trim()  # the finished batch's buffers back to the system, as the torch path does
+            if time.monotonic() - trimmed >= TRIM_EVERY_S:  # finished batches' buffers back to the system
+                malloc_trim()
+                trimmed = time.monotonic()
             if on_batch:
                 on_batch(len(batch))
+        malloc_trim()
         return out
 
     def _pool_numpy(self, tokens: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -280,6 +287,54 @@ class PlainEncoder:
         total = (tokens * mask).sum(dim=1, dtype=accumulate)
         count = torch.clamp(mask.sum(dim=1, dtype=accumulate), min=1e-9)
         return (total / count).to(tokens.dtype)
+
+
+# The pipelined encoder hands freed batch buffers back to the system at most this often: a trim walks the
+# whole heap and stalls the thread that feeds the backbone, so once per batch costs several percent of an encode.
+TRIM_EVERY_S = 1.0
+
+
+class Tokenized:
+    """Texts tokenised once (truncated to ``limit`` tokens, not padded), held as flat int32 arrays;
+    :meth:`batch` pads the rows of one batch as the tokenizer pads a batch (``padding=True``, lengths rounded
+    up to ``pad_multiple``, on the tokenizer's padding side), so the texts are not tokenised again."""
+
+    SLICE = 512  # texts per tokenizer call: the Python lists it returns stay small and short-lived
+
+    def __init__(self, tokenizer, texts: list[str], limit: int | None, pad_multiple: int | None = None):
+        from itertools import chain
+
+        ids, types, lengths = [], [], []
+        for start in range(0, len(texts), self.SLICE):
+            encoded = tokenizer(texts[start : start + self.SLICE], truncation=limit is not None, max_length=limit,
+                                add_special_tokens=True, return_attention_mask=False, return_token_type_ids=True)
+            lengths.extend(len(row) for row in encoded["input_ids"])
+            ids.append(np.fromiter(chain.from_iterable(encoded["input_ids"]), dtype=np.int32))
+            types.append(np.fromiter(chain.from_iterable(encoded["token_type_ids"]), dtype=np.int32))
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.starts = np.cumsum(self.lengths) - self.lengths
+        self.ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
+        self.types = np.concatenate(types) if types else np.zeros(0, dtype=np.int32)
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.pad_type_id = int(getattr(tokenizer, "pad_token_type_id", 0))
+        self.left = getattr(tokenizer, "padding_side", "right") == "left"
+        self.pad_multiple = pad_multiple
+
+    def batch(self, positions: list[int]) -> dict[str, np.ndarray]:
+        """input_ids, attention_mask and token_type_ids (int64, rows × padded length) of the texts at ``positions``."""
+        width = int(self.lengths[positions].max()) if len(positions) else 0
+        if self.pad_multiple and width % self.pad_multiple:
+            width += self.pad_multiple - width % self.pad_multiple
+        ids = np.full((len(positions), width), self.pad_id, dtype=np.int64)
+        types = np.full((len(positions), width), self.pad_type_id, dtype=np.int64)
+        mask = np.zeros((len(positions), width), dtype=np.int64)
+        for row, i in enumerate(positions):
+            n, start = int(self.lengths[i]), int(self.starts[i])
+            cols = slice(width - n, width) if self.left else slice(0, n)
+            ids[row, cols] = self.ids[start : start + n]
+            types[row, cols] = self.types[start : start + n]
+            mask[row, cols] = 1
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
 def prompt_text(prompts: dict[str, str], prompt_name: str | None = None, prompt: str | None = None) -> str:

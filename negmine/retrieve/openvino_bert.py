@@ -28,7 +28,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from negmine.errors import StageError
 from negmine.retrieve.backends import cache_root
@@ -38,18 +37,6 @@ EXPORT_FORMAT = 1
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16"}
 QUEUED_BATCHES = 3  # batches queued at once by run_batches (the one waited for and those behind it)
-
-
-class _Traceable(torch.nn.Module):
-    """A :class:`~negmine.retrieve.bert.Bert` forward pass with the padding mask always applied, so the
-    traced graph takes padded and unpadded batches alike."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        return self.model(input_ids, attention_mask, token_type_ids, always_mask=True)
 
 
 @functools.lru_cache(maxsize=8)
@@ -81,12 +68,20 @@ def exported_graph(weights: Path, config: dict) -> Path:
     if graph.exists() and (folder / "model.bin").exists():
         return graph
     import openvino
+    import torch
 
     from negmine.retrieve import bert
 
     model = bert.load(weights, config, None)
     if model is None:
         raise StageError(f"{weights} lacks weights the BERT forward pass needs")
+
+    class Traceable(torch.nn.Module):
+        """The forward pass with the padding mask always applied, so the traced graph takes padded and unpadded batches alike."""
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return model(input_ids, attention_mask, token_type_ids, always_mask=True)
+
     example = {
         "input_ids": torch.ones((2, 8), dtype=torch.long),
         "attention_mask": torch.tensor([[1] * 8, [1] * 5 + [0] * 3], dtype=torch.long),
@@ -102,7 +97,7 @@ def exported_graph(weights: Path, config: dict) -> Path:
             # the converter traces with TorchScript, which torch now marks deprecated on every call
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
             converted = openvino.convert_model(
-                _Traceable(model), example_input=tuple(example[name] for name in INPUTS),
+                Traceable(), example_input=tuple(example[name] for name in INPUTS),
                 input=[(name, [-1, -1], openvino.Type.i64) for name in INPUTS],
             )
         openvino.save_model(converted, tmp / "model.xml", compress_to_fp16=False)
@@ -119,9 +114,11 @@ def exported_graph(weights: Path, config: dict) -> Path:
 
 
 def streams(threads: int | None = None) -> int:
-    """Streams (one thread each) the encoder runs: one per thread torch would use (``OMP_NUM_THREADS`` or
-    the cores this process may run on)."""
-    return max(1, int(threads or torch.get_num_threads()))
+    """Streams (one thread each) the encoder runs: ``threads``, else one per thread torch would use
+    (negmine.retrieve.device.cpu_threads), found without importing torch."""
+    from negmine.retrieve.device import cpu_threads
+
+    return max(1, int(threads or cpu_threads()))
 
 
 class OpenVINOBert:
@@ -187,13 +184,18 @@ class OpenVINOBert:
         return batch, hidden, mask
 
     def parameters(self):
+        import torch
+
         # the outputs are float32 whatever the precision the graph computes in
         return iter([torch.zeros(1)])
 
     def to(self, *args, **kwargs) -> OpenVINOBert:
         return self  # the precision is the compiled graph's
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None):
+        """The torch call of negmine.retrieve.bert.Bert (tensors in, a float32 tensor out), for one batch."""
+        import torch
+
         features = {name: t.numpy() for name, t in zip(INPUTS, (input_ids, attention_mask, token_type_ids)) if t is not None}
         _, hidden, _ = next(self.run_batches([(None, features)]))
         return torch.from_numpy(hidden)

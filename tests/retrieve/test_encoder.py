@@ -120,17 +120,24 @@ def test_other_layouts_go_to_sentence_transformers(tmp_path, model_path, change)
 
 @pytest.mark.parametrize("backend", ["torch", "auto"])
 def test_a_dense_run_does_not_import_sentence_transformers(tmp_path, model_path, backend):
+    """Nor transformers (the tokenizer runs from tokenizer.json), nor, on OpenVINO, torch (once the graph is exported)."""
+    from negmine.retrieve.backends import openvino_installed
+
+    openvino = backend == "auto" and openvino_installed()
+    if openvino:
+        from negmine.retrieve.openvino_bert import exported_graph
+
+        layout = plain_layout(model_path)
+        exported_graph(layout["fetch"]("model.safetensors"), layout["model_config"])
     code = (
         "import sys; from negmine.rundir import Run; from negmine.runners.ingest import ingest_stage; from negmine.runners.dense import dense_stage\n"
         f"run = Run.open({str(tmp_path / 'run')!r}); ingest_stage(run, {str(SAMPLE)!r})\n"
         f"dense_stage(run, {model_path!r}, k=10, max_seq_length=64, backend={backend!r})\n"
-        "print([m in sys.modules for m in ('sentence_transformers', 'transformers.modeling_utils', 'torch._dynamo')])\n"
+        "print([m in sys.modules for m in ('sentence_transformers', 'transformers', 'torch._dynamo', 'torch')])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "[False, False, False]"
+    assert out.stdout.strip().splitlines()[-1] == str([False, False, False, not openvino])
     versions = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["embed"]["versions"]
-    assert "transformers" in versions and "sentence_transformers" not in versions
+    assert "tokenizers" in versions and "sentence_transformers" not in versions and ("openvino" in versions) == openvino
     stats = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["embed"]["stats"]
-    from negmine.retrieve.backends import openvino_installed
-
-    assert stats["encoder"] == ("openvino" if backend == "auto" and openvino_installed() else "negmine-bert")
+    assert stats["encoder"] == ("openvino" if openvino else "negmine-bert")
