@@ -2,8 +2,10 @@
 
 Most bi-encoders on the hub (all-MiniLM, bge, e5, gte, …) are saved by sentence-transformers as
 Transformer → Pooling (mean, CLS or max) → Normalize. For those, :class:`PlainEncoder` runs the
-transformer — negmine's own BERT forward pass (negmine/bert.py) where the checkpoint is a plain BERT,
-transformers' AutoModel otherwise — with transformers' tokenizer, and applies the pooling and
+transformer — negmine's own BERT forward pass (negmine/retrieve/bert.py) where the checkpoint is a plain
+BERT, its OpenVINO graph (negmine/retrieve/openvino_bert.py) with ``--backend openvino``, transformers'
+AutoModel otherwise — with the model's tokenizer (negmine/retrieve/tokenizer.py: its tokenizer.json run
+by the tokenizers library where that tokenises as transformers does), and applies the pooling and
 normalisation itself. An encoding process then imports neither sentence-transformers (datasets, pandas,
 scipy, scikit-learn come with it) nor transformers' modelling code (torch._dynamo, sympy,
 torch.distributed.tensor), whose modules would otherwise stay resident for the whole encode
