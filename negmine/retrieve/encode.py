@@ -8,7 +8,7 @@ import numpy as np
 
 from negmine.errors import StageError
 from negmine.io import malloc_trim
-from negmine.retrieve.encoder import prompt_text
+from negmine.retrieve.encoder import Tokenized, prompt_text
 
 # On CPU a larger batch does not encode faster once its matrix multiplies keep the cores busy, but its
 # activations grow with it (attention alone: batch × heads × length² floats): corpus batches are capped at this
@@ -96,16 +96,7 @@ def token_lengths(model, texts: list[str], prompt_name: str | None = None, promp
     if tokenizer is None:  # a model without a tokenizer we can call: ~4 characters per token
         return [len(t) // 4 + 2 for t in texts]
     prompt = prompt_text(getattr(model, "prompts", None) or {}, prompt_name, prompt)
-    limit = getattr(model, "max_seq_length", None)
-    lengths: list[int] = []
-    # slices keep the token-id lists (Python ints) that the tokenizer returns small and short-lived
-    for start in range(0, len(texts), 512):
-        encoded = tokenizer(
-            [prompt + t for t in texts[start : start + 512]], truncation=limit is not None, max_length=limit,
-            add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False,
-        )
-        lengths.extend(len(ids) for ids in encoded["input_ids"])
-    return lengths
+    return Tokenized(tokenizer, [prompt + t for t in texts], getattr(model, "max_seq_length", None)).lengths.tolist()
 
 
 def token_batches(lengths: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:

@@ -304,20 +304,25 @@ class Tokenized:
     SLICE = 512  # texts per tokenizer call: the Python lists it returns stay small and short-lived
 
     def __init__(self, tokenizer, texts: list[str], limit: int | None, pad_multiple: int | None = None):
+        """``texts`` tokenised by ``tokenizer`` (a transformers tokenizer or negmine.retrieve.tokenizer.JsonTokenizer),
+        with special tokens, each cut to ``limit`` tokens (None: not cut)."""
         from itertools import chain
 
         ids, types, lengths = [], [], []
         for start in range(0, len(texts), self.SLICE):
             encoded = tokenizer(texts[start : start + self.SLICE], truncation=limit is not None, max_length=limit,
-                                add_special_tokens=True, return_attention_mask=False, return_token_type_ids=True)
+                                add_special_tokens=True, return_attention_mask=False)
             lengths.extend(len(row) for row in encoded["input_ids"])
             ids.append(np.fromiter(chain.from_iterable(encoded["input_ids"]), dtype=np.int32))
-            types.append(np.fromiter(chain.from_iterable(encoded["token_type_ids"]), dtype=np.int32))
+            if "token_type_ids" in encoded:  # a tokenizer without token types: all zero, as the encoder assumes
+                types.append(np.fromiter(chain.from_iterable(encoded["token_type_ids"]), dtype=np.int32))
+            else:
+                types.append(np.zeros(len(ids[-1]), dtype=np.int32))
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.starts = np.cumsum(self.lengths) - self.lengths
         self.ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
         self.types = np.concatenate(types) if types else np.zeros(0, dtype=np.int32)
-        self.pad_id = int(tokenizer.pad_token_id)
+        self.pad_id = tokenizer.pad_token_id  # read when a batch is padded (lengths alone need no pad token)
         self.pad_type_id = int(getattr(tokenizer, "pad_token_type_id", 0))
         self.left = getattr(tokenizer, "padding_side", "right") == "left"
         self.pad_multiple = pad_multiple
@@ -327,7 +332,7 @@ class Tokenized:
         width = int(self.lengths[positions].max()) if len(positions) else 0
         if self.pad_multiple and width % self.pad_multiple:
             width += self.pad_multiple - width % self.pad_multiple
-        ids = np.full((len(positions), width), self.pad_id, dtype=np.int64)
+        ids = np.full((len(positions), width), int(self.pad_id), dtype=np.int64)
         types = np.full((len(positions), width), self.pad_type_id, dtype=np.int64)
         mask = np.zeros((len(positions), width), dtype=np.int64)
         for row, i in enumerate(positions):
