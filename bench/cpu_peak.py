@@ -116,10 +116,11 @@ def peaks(cpuinfo: str | None = None, max_freq_khz: int | None = None, cpus: set
     path = datapath(first["vendor_id"], int(first.get("cpu family", 0)), int(first.get("model", 0)), flags, first.get("model name", ""))
     cpus = cpus if cpus is not None else os.sched_getaffinity(0)
     cores = physical_cores(processors, cpus)
+    clock_from = "given"
     if max_freq_khz is None and host and MAX_FREQ.exists():
-        max_freq_khz = int(MAX_FREQ.read_text())
+        max_freq_khz, clock_from = int(MAX_FREQ.read_text()), "cpuinfo_max_freq"
     if max_freq_khz:
-        ghz, clock_from = max_freq_khz / 1e6, "cpuinfo_max_freq"
+        ghz = max_freq_khz / 1e6
     else:
         ghz, clock_from = max(float(p.get("cpu MHz", 0)) for p in processors) / 1e3, "cpu MHz"
     float32 = cores * path.float32_lanes * 2 * ghz * 1e9
