@@ -28,12 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-from host import describe  # bench/host.py
+from host import ISA_ENV, describe, isa_note  # bench/host.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-ISA_ENV = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
-
 
 def texts_of(data: Path, n: int) -> list[str]:
     texts = []
@@ -98,7 +95,7 @@ def main() -> None:
             rows.append((f"negmine, {backend}", precision, rate, rate / st_rate[precision], float((emb * reference).sum(1).min())))
             del model
             print(f"{backend} {precision}: {rate:.1f} docs/s", flush=True)
-    isa = f"; instruction sets capped: {args.isa} ({', '.join(f'{k}={v}' for k, v in ISA_ENV[args.isa].items())})" if args.isa else ""
+    isa = isa_note(args.isa)
     command = "python bench/encoders.py" + (f" --docs {args.docs}" if args.docs != 400 else "") + (f" --isa {args.isa}" if args.isa else "")
     text = (
         f"{args.docs} SciFact documents, all-MiniLM-L6-v2, max_seq_length {args.max_seq_length}, batch 64, {torch.get_num_threads()} threads{isa}. "

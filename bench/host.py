@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import os
 
+# --isa NAME of the bench scripts: environment variables that cap each library's instruction sets, an
+# approximation of an older CPU on a newer one (torch: ATEN_CPU_CAPABILITY; MKL: MKL_ENABLE_INSTRUCTIONS;
+# oneDNN, which OpenVINO's CPU plugin is built on: ONEDNN_MAX_CPU_ISA). MLAS, which OpenVINO runs some
+# float32 matrix products with, reads the CPU's features itself and has no such switch.
+ISA_ENV = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+
+
+def isa_note(isa: str | None) -> str:
+    """``; instruction sets capped: avx2 (ATEN_CPU_CAPABILITY=avx2, …)`` for a report, or "" without caps."""
+    return f"; instruction sets capped: {isa} ({', '.join(f'{k}={v}' for k, v in ISA_ENV[isa].items())})" if isa else ""
+
 
 def describe() -> str:
     """E.g. ``AMD EPYC (family 25, model 17), 2 CPUs; avx512_bf16 yes, amx_bf16 no, avx512_vnni yes``."""

