@@ -9,7 +9,7 @@ default the slice one stream of negmine's encoder runs (a CPU batch of 2,048 pad
 slice per core). Both sides run it on one thread — a stream of negmine's encoder is one thread on one
 core — so each is compared with one core's peak (bench/cpu_peak.py: the machine's peak over its cores).
 
-negmine: the exported graph (negmine.retrieve.openvino_bert) compiled as the encoder compiles it, with one
+negmine: the exported graph (negmine.retrieve.openvino_encoder) compiled as the encoder compiles it, with one
 stream, timed, then profiled with OpenVINO's per-node counters (``PERF_COUNT``). sentence-transformers:
 the transformer of ``SentenceTransformer(model)`` (cast with ``model.to(torch.bfloat16)`` for bfloat16,
 as bench/vs_sentence_transformers.py does) in ``torch.inference_mode``, timed, then profiled with
@@ -82,7 +82,7 @@ def openvino_side(weights: Path, config: dict, batch: dict, precision: str):
     microseconds per (node type, kernel))."""
     import openvino
 
-    from negmine.retrieve.openvino_bert import PRECISION_HINTS, exported_graph
+    from negmine.retrieve.openvino_encoder import PRECISION_HINTS, exported_graph
 
     core = openvino.Core()
     graph = core.read_model(exported_graph(weights, config))

@@ -47,7 +47,7 @@ EMBEDDINGS = {
     )),
     "backend": (Optional[str], opt(
         "--backend", default="auto",
-        help="Runtime of the encoder's transformer: auto (openvino on a CPU where it runs the model: plain BERT checkpoints, float32 or native "
+        help="Runtime of the encoder's transformer: auto (openvino on a CPU where it runs the model: plain BERT, DistilBERT, MPNet, RoBERTa or XLM-RoBERTa encoders, float32 or native "
         "bfloat16; else torch) | torch | openvino (faster on CPUs; embeddings within cosine 1e-4 of torch's).",
     )),
     "index": (Optional[str], opt(

@@ -7,9 +7,11 @@ operator execution at the same precision; ``bench/vs_sentence_transformers.py`` 
 embeddings agree with torch's to within rounding (cosine ≥ 0.9999, tests/retrieve/test_backends.py).
 
 ``auto`` (the default) chooses OpenVINO where it can run the model exactly as asked: the openvino
-package is installed, the encoder runs on the CPU, the model is a plain BERT checkpoint that
-negmine's own forward pass runs (negmine.retrieve.bert), and the precision is float32, or bfloat16 on a
-CPU that computes it natively (AVX512-BF16 or AMX); torch everywhere else. The backend that ran is
+package is installed, the encoder runs on the CPU, the model is a plain Transformer → Pooling
+[→ Normalize] model saved as safetensors whose architecture negmine exports
+(negmine.retrieve.bert_config.exportable: BERT, DistilBERT, MPNet, RoBERTa, XLM-RoBERTa), and the
+precision is float32, or bfloat16 on a CPU that computes it natively (AVX512-BF16 or AMX); torch
+everywhere else. The backend that ran is
 part of the embeddings' cache key and is named in the stage's stats and summary.
 """
 
@@ -43,7 +45,7 @@ def openvino_installed() -> bool:
 def openvino_unsupported(model: str, precision: str, device: str | None = None) -> str | None:
     """Why OpenVINO cannot run ``model`` in ``precision`` on ``device`` (default: the one an encoder loaded
     here runs on, negmine.retrieve.device.auto_device) (None: it can). Reads the model's config files only; loads nothing."""
-    from negmine.retrieve.bert_config import supported
+    from negmine.retrieve.bert_config import OPENVINO_ARCHITECTURES, exportable
     from negmine.retrieve.device import auto_device, native_bfloat16
     from negmine.retrieve.encoder import plain_layout
 
@@ -57,8 +59,9 @@ def openvino_unsupported(model: str, precision: str, device: str | None = None) 
     if precision == "bfloat16" and not native_bfloat16():
         return "this CPU has no native bfloat16 (AVX512-BF16 or AMX)"
     layout = plain_layout(model)
-    if layout is None or not supported(layout["model_config"]) or layout["fetch"]("model.safetensors") is None:
-        return "it runs plain BERT checkpoints saved as safetensors (Transformer → Pooling [→ Normalize]); this model is not one"
+    if layout is None or not exportable(layout["model_config"]) or layout["fetch"]("model.safetensors") is None:
+        return (f"it runs plain encoders ({', '.join(OPENVINO_ARCHITECTURES)}) saved as safetensors "
+                "(Transformer → Pooling [→ Normalize]); this model is not one")
     return None
 
 

@@ -2,9 +2,9 @@
 
 Most bi-encoders on the hub (all-MiniLM, bge, e5, gte, …) are saved by sentence-transformers as
 Transformer → Pooling (mean, CLS or max) → Normalize. For those, :class:`PlainEncoder` runs the
-transformer — negmine's own BERT forward pass (negmine/retrieve/bert.py) where the checkpoint is a plain
-BERT, its OpenVINO graph (negmine/retrieve/openvino_bert.py) with ``--backend openvino``, transformers'
-AutoModel otherwise — with the model's tokenizer (negmine/retrieve/tokenizer.py: its tokenizer.json run
+transformer — on the OpenVINO backend its exported graph (negmine/retrieve/openvino_encoder.py), on torch
+negmine's own BERT forward pass (negmine/retrieve/bert.py) where the checkpoint is a plain BERT and
+transformers' AutoModel otherwise — with the model's tokenizer (negmine/retrieve/tokenizer.py: its tokenizer.json run
 by the tokenizers library where that tokenises as transformers does), and applies the pooling and
 normalisation itself. An encoding process then imports neither sentence-transformers (datasets, pandas,
 scipy, scikit-learn come with it) nor transformers' modelling code (torch._dynamo, sympy,
@@ -157,7 +157,7 @@ class PlainEncoder:
     """The part of ``SentenceTransformer`` that negmine's encoding uses, for a plain layout."""
 
     def __init__(self, name_or_path: str, layout: dict, device: str | None = None, dtype=None, backbone=None):
-        """``backbone``: the transformer, already loaded (negmine.retrieve.openvino_bert.OpenVINOBert), called as
+        """``backbone``: the transformer, already loaded (negmine.retrieve.openvino_encoder.OpenVINOEncoder), called as
         negmine's BERT is; by default negmine's BERT or transformers' AutoModel in ``dtype``."""
         from negmine.retrieve.tokenizer import load_tokenizer
 
@@ -248,7 +248,7 @@ class PlainEncoder:
 
     def encode_batches(self, tokens: Tokenized, batches: list[list[int]], on_batch=None) -> np.ndarray:
         """Normalised float32 embeddings of the texts of ``tokens`` encoded in ``batches`` (lists of positions), by a
-        backbone with ``run_batches`` (negmine.retrieve.openvino_bert.OpenVINOBert): the next batches are padded
+        backbone with ``run_batches`` (negmine.retrieve.openvino_encoder.OpenVINOEncoder): the next batches are padded
         and the finished ones pooled while the backbone runs."""
         out = np.empty((len(tokens.lengths), self.get_embedding_dimension()), dtype=np.float32)
         trimmed = time.monotonic()

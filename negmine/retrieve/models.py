@@ -83,14 +83,14 @@ def load_model(
 
 def _openvino_encoder(name_or_path: str, source: str, max_seq_length: int | None, precision: str):
     """A :class:`~negmine.retrieve.encoder.PlainEncoder` whose transformer is the model's OpenVINO graph
-    (negmine.retrieve.openvino_bert), in ``precision``; padded lengths rounded up as in low precision (fewer
+    (negmine.retrieve.openvino_encoder), in ``precision``; padded lengths rounded up as in low precision (fewer
     shapes for the runtime to prepare kernels for)."""
     from negmine.retrieve.encoder import PlainEncoder, plain_layout
-    from negmine.retrieve.openvino_bert import OpenVINOBert
+    from negmine.retrieve.openvino_encoder import OpenVINOEncoder
 
     layout = plain_layout(source)
     try:
-        backbone = OpenVINOBert(layout["fetch"]("model.safetensors"), layout["model_config"], precision)
+        backbone = OpenVINOEncoder(layout["fetch"]("model.safetensors"), layout["model_config"], precision, source=source)
         model = PlainEncoder(source, layout, device="cpu", backbone=backbone)
     except (OSError, ValueError) as exc:
         raise BadInputError(name_or_path, f"could not load the model ({exc})", field="model") from None
@@ -101,7 +101,7 @@ def _openvino_encoder(name_or_path: str, source: str, max_seq_length: int | None
 
 
 def encoder_kind(model) -> str:
-    """Which code runs a loaded model: "openvino" (negmine/retrieve/openvino_bert.py), "negmine-bert"
+    """Which code runs a loaded model: "openvino" (negmine/retrieve/openvino_encoder.py), "negmine-bert"
     (negmine/retrieve/bert.py), "transformers" (AutoModel behind negmine's pooling) or "sentence-transformers"."""
     from negmine.retrieve.encoder import PlainEncoder
 

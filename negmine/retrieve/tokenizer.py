@@ -2,7 +2,7 @@
 
 transformers' ``AutoTokenizer`` imports torch (its configuration code does), which costs an encoding
 process about 200 MB and a second of start-up even where the encoder itself runs without torch (the
-OpenVINO backend, negmine.retrieve.openvino_bert). For a BERT WordPiece tokenizer saved with its
+OpenVINO backend, negmine.retrieve.openvino_encoder). For a BERT WordPiece tokenizer saved with its
 ``tokenizer.json``, transformers' fast tokenizer is that file's ``tokenizers.Tokenizer`` with
 truncation and padding set per call; :class:`JsonTokenizer` runs the same file the same way, so the
 token ids, attention masks and token types are equal (tests/retrieve/test_tokenizer.py compares

@@ -72,10 +72,10 @@ def test_auto_chooses_openvino_only_where_it_runs_the_model(model_path, tmp_path
     assert resolve_backend("auto", model_path, "float32") == "openvino"
     assert resolve_backend("torch", model_path, "float32") == "torch"
     assert resolve_backend("auto", model_path, "float16", "cuda") == "torch"  # a GPU encoder stays on torch
-    # a checkpoint negmine's BERT does not run (relative position embeddings): torch under auto, an error when asked for
+    # a checkpoint no export runs (a decoder): torch under auto, an error when asked for
     from test_encoder import variant
 
-    other = variant(model_path, tmp_path / "relative", config={"position_embedding_type": "relative_key"})
+    other = variant(model_path, tmp_path / "decoder", config={"is_decoder": True})
     assert resolve_backend("auto", other, "float32") == "torch"
     with pytest.raises(BadInputError, match="--backend"):
         resolve_backend("openvino", other, "float32")
@@ -136,3 +136,85 @@ def test_openvino_pools_as_sentence_transformers(model_path, texts, tmp_path, po
     one_by_one = model.encode(texts[:60], batch_size=32, normalize_embeddings=True)  # one batch at a time, pooled with torch
     assert float((queued * expected).sum(1).min()) >= 0.9999
     assert np.allclose(queued, one_by_one, atol=1e-6)
+
+
+def architecture(model_path: str, where, model_type: str, seed: int = 0) -> str:
+    """A small sentence-transformers model of ``model_type`` with random weights (``seed``), mean pooling and
+    normalisation, and all-MiniLM's tokenizer (its ids are below every vocabulary here)."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    src = Path(model_path)
+    where.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "modules.json", "sentence_bert_config.json"):
+        if (src / name).exists():
+            (where / name).symlink_to(src / name)
+    sizes = {"distilbert": {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64}}.get(
+        model_type, {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64})
+    config = AutoConfig.for_model(model_type, vocab_size=30522, pad_token_id=0, max_position_embeddings=160, **sizes)
+    torch.manual_seed(seed)
+    AutoModel.from_config(config).save_pretrained(where, safe_serialization=True)
+    (where / "1_Pooling").mkdir()
+    (where / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}))
+    return str(where)
+
+
+@pytest.mark.parametrize("model_type", ["distilbert", "mpnet", "roberta", "xlm-roberta"])
+def test_openvino_runs_other_architectures_as_sentence_transformers(model_path, texts, tmp_path, model_type):
+    from sentence_transformers import SentenceTransformer
+
+    path = architecture(model_path, tmp_path / model_type, model_type)
+    st = SentenceTransformer(path, device="cpu")
+    st.max_seq_length = 128
+    expected = st.encode(texts, batch_size=32, normalize_embeddings=True)
+    assert resolve_backend("auto", path, "float32") == "openvino"
+    model = load_model(path, 128, backend="auto")
+    assert encoder_kind(model) == "openvino"
+    emb = encode(model, texts, 32)
+    assert float((emb * expected).sum(1).min()) >= 0.9999
+
+
+def test_a_bert_that_negmine_bert_does_not_run_is_exported_from_transformers(model_path, texts, reference, tmp_path):
+    from test_encoder import variant
+
+    # relative position embeddings: transformers' BertModel computes them; the trained weights have none, so
+    # they start at random: compare with sentence-transformers loading the same folder
+    path = variant(model_path, tmp_path / "relative", config={"position_embedding_type": "relative_key"})
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(path, device="cpu")
+    st.max_seq_length = 128
+    expected = st.encode(texts[:40], batch_size=32, normalize_embeddings=True)
+    emb = encode(load_model(path, 128, backend="openvino"), texts[:40], 32)
+    assert float((emb * expected).sum(1).min()) >= 0.9999
+
+
+def test_an_export_that_differs_from_torch_is_refused_and_not_cached(model_path, tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    import openvino
+    import torch
+
+    from negmine.errors import StageError
+    from negmine.retrieve import openvino_encoder
+
+    path = Path(architecture(model_path, tmp_path / "mpnet", "mpnet", seed=1))  # weights no other test exported
+    config = json.loads((path / "config.json").read_text())
+    convert = openvino.convert_model
+
+    def convert_then_drift(module, **kwargs):  # torch then computes something the graph does not
+        graph = convert(module, **kwargs)
+        with torch.no_grad():
+            for weight in module.parameters():
+                weight.add_(0.5)
+        return graph
+
+    monkeypatch.setattr(openvino, "convert_model", convert_then_drift)
+    with pytest.raises(StageError, match="does not compute what torch computes"):
+        openvino_encoder.exported_graph(path / "model.safetensors", config, str(path))
+    assert not (cache_root() / "openvino" / openvino_encoder.export_key(path / "model.safetensors", config)).exists()
+    assert not [p for p in (cache_root() / "openvino").iterdir() if p.name.startswith(".")]  # no temporary folder left

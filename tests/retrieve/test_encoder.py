@@ -125,7 +125,7 @@ def test_a_dense_run_does_not_import_sentence_transformers(tmp_path, model_path,
 
     openvino = backend == "auto" and openvino_installed()
     if openvino:
-        from negmine.retrieve.openvino_bert import exported_graph
+        from negmine.retrieve.openvino_encoder import exported_graph
 
         layout = plain_layout(model_path)
         exported_graph(layout["fetch"]("model.safetensors"), layout["model_config"])
