@@ -82,12 +82,11 @@ def openvino_side(weights: Path, config: dict, batch: dict, precision: str):
     microseconds per (node type, kernel))."""
     import openvino
 
-    from negmine.retrieve.openvino_encoder import PRECISION_HINTS, exported_graph
+    from negmine.retrieve.openvino_encoder import compile_properties, exported_graph
 
     core = openvino.Core()
     graph = core.read_model(exported_graph(weights, config))
-    settings = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": "1",
-                "PERFORMANCE_HINT": "THROUGHPUT"}
+    settings = compile_properties(precision, streams=1)
     request = core.compile_model(graph, "CPU", settings).create_infer_request()
 
     def profile():

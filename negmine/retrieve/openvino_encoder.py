@@ -188,6 +188,16 @@ def streams(threads: int | None = None) -> int:
     return max(1, int(threads or cpu_threads()))
 
 
+def compile_properties(precision: str, streams: int) -> dict[str, str]:
+    """The CPU plugin's properties the encoder compiles its graph with: ``precision``, ``streams`` streams of one thread each."""
+    return {
+        "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
+        "NUM_STREAMS": str(streams),
+        "INFERENCE_NUM_THREADS": str(streams),
+        "PERFORMANCE_HINT": "THROUGHPUT",
+    }
+
+
 class OpenVINOEncoder:
     """``model(input_ids, attention_mask, token_type_ids)`` → the last hidden states (batch × length ×
     hidden, float32), as :class:`negmine.retrieve.bert.Bert` returns them, computed by OpenVINO in ``precision``."""
@@ -200,12 +210,7 @@ class OpenVINOEncoder:
         self.precision = precision
         self.streams = streams(threads)
         core = openvino.Core()
-        self.compiled = core.compile_model(core.read_model(self.graph), "CPU", {
-            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
-            "NUM_STREAMS": str(self.streams),
-            "INFERENCE_NUM_THREADS": str(self.streams),
-            "PERFORMANCE_HINT": "THROUGHPUT",
-        })
+        self.compiled = core.compile_model(core.read_model(self.graph), "CPU", compile_properties(precision, self.streams))
         # requests for the slices of QUEUED_BATCHES batches: the streams take the next as soon as one finishes
         self.queue = openvino.AsyncInferQueue(self.compiled, self.streams * QUEUED_BATCHES)
         self.queue.set_callback(self._collect)
@@ -231,12 +236,11 @@ class OpenVINOEncoder:
         pending: list = []  # (batch, mask, number of slices, key) in submission order
         self._parts = {}
         for n, (batch, features) in enumerate(tokenized):
-            inputs = {name: np.asarray(features[name], dtype=np.int64) if name in features else None for name in INPUTS}
-            ids = inputs["input_ids"]
-            mask = inputs["attention_mask"] if inputs["attention_mask"] is not None else np.ones_like(ids)
-            types = inputs["token_type_ids"] if inputs["token_type_ids"] is not None else np.zeros_like(ids)
+            ids = np.asarray(features["input_ids"], dtype=np.int64)
+            given = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}  # absent: all ones, all zeros
+            given.update({name: np.asarray(features[name], dtype=np.int64) for name in INPUTS[1:] if name in features})
+            mask = given["attention_mask"]
             slices = self._slices(len(ids))
-            given = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             for i, (start, end) in enumerate(slices):
                 self.queue.start_async({name: given[name][start:end] for name in self.inputs}, userdata=(n, i))
             pending.append((batch, mask, len(slices), n))
