@@ -5,7 +5,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# the OpenVINO encoder's exported graphs (negmine.retrieve.backends.cache_root): one folder for the whole run,
+# the OpenVINO encoder's exported graphs and the saved tokenizers (negmine.retrieve.cache.cache_root): one folder for the whole run,
 # shared with the CLI subprocesses the tests start; exported once, read by every later load
 if "NEGMINE_CACHE_DIR" not in os.environ:
     import tempfile

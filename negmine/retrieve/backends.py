@@ -18,25 +18,10 @@ part of the embeddings' cache key and is named in the stage's stats and summary.
 from __future__ import annotations
 
 import importlib.util
-import os
-from pathlib import Path
 
 from negmine.errors import BadInputError
 
 BACKENDS = ("auto", "torch", "openvino")
-
-# the exported graphs live here, one folder per model weights, runtime version and export format
-CACHE_ENV = "NEGMINE_CACHE_DIR"
-
-
-def cache_root() -> Path:
-    """negmine's cache folder: ``NEGMINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/negmine``, else ``~/.cache/negmine``."""
-    given = os.environ.get(CACHE_ENV)
-    if given:
-        return Path(given).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "negmine"
-
 
 def openvino_installed() -> bool:
     return importlib.util.find_spec("openvino") is not None

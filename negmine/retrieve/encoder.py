@@ -4,8 +4,8 @@ Most bi-encoders on the hub (all-MiniLM, bge, e5, gte, …) are saved by sentenc
 Transformer → Pooling (mean, CLS or max) → Normalize. For those, :class:`PlainEncoder` runs the
 transformer — on the OpenVINO backend its exported graph (negmine/retrieve/openvino_encoder.py), on torch
 negmine's own BERT forward pass (negmine/retrieve/bert.py) where the checkpoint is a plain BERT and
-transformers' AutoModel otherwise — with the model's tokenizer (negmine/retrieve/tokenizer.py: its tokenizer.json run
-by the tokenizers library where that tokenises as transformers does), and applies the pooling and
+transformers' AutoModel otherwise — with the model's tokenizer (negmine/retrieve/tokenizer.py: the pipeline transformers builds for it,
+saved once and run by the tokenizers library), and applies the pooling and
 normalisation itself. An encoding process then imports neither sentence-transformers (datasets, pandas,
 scipy, scikit-learn come with it) nor transformers' modelling code (torch._dynamo, sympy,
 torch.distributed.tensor), whose modules would otherwise stay resident for the whole encode
@@ -164,8 +164,8 @@ class PlainEncoder:
         self.auto_model = backbone if backbone is not None else _backbone(str(name_or_path), layout, dtype)
         self.own_bert = backbone is not None or _is_own_bert(self.auto_model)
         self.kind = "openvino" if backbone is not None else "negmine-bert" if self.own_bert else "transformers"
-        self.tokenizer = load_tokenizer(str(name_or_path), layout["fetch"], read_json(layout["fetch"], "tokenizer_config.json"),
-                                        layout["max_seq_length"], layout["model_config"].get("max_position_embeddings"))
+        self.tokenizer = load_tokenizer(str(name_or_path), layout["fetch"], layout["max_seq_length"],
+                                        layout["model_config"].get("max_position_embeddings"))
         self.pooling = layout["pooling"]
         self.normalize = layout["normalize"]
         self.prompts = layout["prompts"]

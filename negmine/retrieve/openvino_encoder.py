@@ -7,7 +7,7 @@ optimum nor an ONNX toolchain is needed and transformers stays as sentence-trans
 float32 weights are kept as they are; before it is saved, the graph is run in float32 on a padded batch
 of another shape than the one it was traced with and compared with torch's hidden states (an export
 that differs is refused, never cached). It is saved under the cache folder
-(negmine.retrieve.backends.cache_root) in a folder named by the sha256 of the weights and the config,
+(negmine.retrieve.cache.cache_root) in a folder named by the sha256 of the weights and the config,
 the OpenVINO version and :data:`EXPORT_FORMAT`. Every later run with that model reads the saved
 graph; a run never re-exports. The precision is chosen when the graph is compiled (float32 or, on a
 CPU with native bfloat16, bfloat16), so one export serves both.
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from negmine.errors import StageError
-from negmine.retrieve.backends import cache_root
+from negmine.retrieve.cache import cache_root
 
 # bump when the exported graph changes (its inputs, outputs or operations): older exports are then not read
 EXPORT_FORMAT = 1

@@ -9,12 +9,8 @@ from conftest import SAMPLE, invoke
 
 from negmine.errors import BadInputError
 from negmine.ingest import ingest
-from negmine.retrieve.backends import (
-    BACKENDS,
-    cache_root,
-    openvino_installed,
-    resolve_backend,
-)
+from negmine.retrieve.backends import BACKENDS, openvino_installed, resolve_backend
+from negmine.retrieve.cache import cache_root
 from negmine.retrieve.candidates import doc_texts
 from negmine.retrieve.device import native_bfloat16
 from negmine.retrieve.encode import encode

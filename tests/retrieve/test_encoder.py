@@ -10,7 +10,7 @@ import pytest
 
 from negmine.retrieve.encode import encode
 from negmine.retrieve.models import load_model
-from negmine.retrieve.encoder import PlainEncoder, plain_layout
+from negmine.retrieve.encoder import PlainEncoder, fetcher, plain_layout
 from negmine.errors import BadInputError
 from negmine.ingest import ingest
 from negmine.retrieve.candidates import doc_texts
@@ -120,8 +120,11 @@ def test_other_layouts_go_to_sentence_transformers(tmp_path, model_path, change)
 
 @pytest.mark.parametrize("backend", ["torch", "auto"])
 def test_a_dense_run_does_not_import_sentence_transformers(tmp_path, model_path, backend):
-    """Nor transformers (the tokenizer runs from tokenizer.json), nor, on OpenVINO, torch (once the graph is exported)."""
+    """Nor transformers (once the tokenizer is saved), nor, on OpenVINO, torch (once the graph is exported)."""
     from negmine.retrieve.backends import openvino_installed
+    from negmine.retrieve.tokenizer import load_tokenizer
+
+    load_tokenizer(model_path, fetcher(model_path), 64, 512)
 
     openvino = backend == "auto" and openvino_installed()
     if openvino:

@@ -1,8 +1,9 @@
-"""The model's tokenizer.json run by `tokenizers` alone: the same tokens as transformers' AutoTokenizer, or AutoTokenizer itself."""
+"""The model's tokenizer run by `tokenizers` alone, from the pipeline transformers' AutoTokenizer built: the same tokens."""
 
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,18 @@ from transformers import AutoTokenizer
 from negmine.ingest import ingest
 from negmine.retrieve.candidates import doc_texts
 from negmine.retrieve.device import cpu_threads
-from negmine.retrieve.encoder import Tokenized, fetcher, read_json
-from negmine.retrieve.tokenizer import JsonTokenizer, load_tokenizer
+from negmine.retrieve.encoder import Tokenized, fetcher
+from negmine.retrieve.tokenizer import (
+    JsonTokenizer,
+    cache_root_tokenizers,
+    capturable,
+    load_tokenizer,
+    tokenizer_key,
+)
 
-EDGE = ["", "a", "Ünïcödé ÀÉÎ café naïve", "漢字とかな mixed 中文", "tabs\tand\nnew lines  ", "[CLS] [SEP] [PAD] literal", "protein " * 400, "x" * 3000]
+EDGE = ["", "a", "Ünïcödé ÀÉÎ café naïve", "漢字とかな mixed 中文", "tabs\tand\nnew lines  ", "[CLS] [SEP] [PAD] <s> </s> <mask> literal",
+        "protein " * 400, "x" * 3000]
+SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +34,7 @@ def texts():
 
 
 def load(path: str, max_length=256):
-    fetch = fetcher(path)
-    return load_tokenizer(path, fetch, read_json(fetch, "tokenizer_config.json"), max_length, 512)
+    return load_tokenizer(path, fetcher(path), max_length, 512)
 
 
 def copy_with(model_path: str, where: Path, **config) -> str:
@@ -40,37 +48,99 @@ def copy_with(model_path: str, where: Path, **config) -> str:
     return str(where)
 
 
-@pytest.mark.parametrize("max_length,multiple", [(256, 16), (64, None), (32, 8)])
-def test_json_tokenizer_gives_autotokenizers_batches(model_path, texts, max_length, multiple):
-    ours = load(model_path, max_length)
+def trained(kind: str, texts: list[str], where: Path) -> str:
+    """A small tokenizer of another family, trained on ``texts`` and saved by its transformers class: RoBERTa's
+    byte-level BPE, XLM-RoBERTa's Unigram (SentencePiece), or MPNet's WordPiece (with MiniLM's vocabulary)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import MPNetTokenizer, RobertaTokenizer, XLMRobertaTokenizer
+
+    if kind == "roberta":
+        bpe = Tokenizer(models.BPE())
+        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        model = json.loads(bpe.to_str())["model"]
+        tokenizer = RobertaTokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]])
+    elif kind == "xlm-roberta":
+        unigram = Tokenizer(models.Unigram())
+        unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+        unigram.train_from_iterator(texts, trainers.UnigramTrainer(vocab_size=400, special_tokens=SPECIALS, unk_token="<unk>"))
+        tokenizer = XLMRobertaTokenizer(vocab=[tuple(piece) for piece in json.loads(unigram.to_str())["model"]["vocab"]])
+    else:
+        tokenizer = MPNetTokenizer(vocab=AutoTokenizer.from_pretrained(kind).get_vocab())
+    tokenizer.save_pretrained(where)
+    return str(where)
+
+
+@pytest.fixture(scope="module", params=["minilm", "minilm-cased", "minilm-accents", "minilm-left", "roberta", "xlm-roberta", "mpnet"])
+def tokenizer_path(request, model_path, texts, tmp_path_factory):
+    """A model folder with a tokenizer: all-MiniLM's; all-MiniLM's with a tokenizer_config.json that differs from
+    its tokenizer.json (no lower-casing; accents stripped; padding and truncation on the left), which transformers
+    follows; or one of another family."""
+    where = tmp_path_factory.mktemp("tok") / "m"
+    changes = {"minilm": None, "minilm-cased": {"do_lower_case": False}, "minilm-accents": {"strip_accents": True},
+               "minilm-left": {"padding_side": "left", "truncation_side": "left"}}
+    if request.param in changes:
+        return model_path if changes[request.param] is None else copy_with(model_path, where, **changes[request.param])
+    return trained(model_path if request.param == "mpnet" else request.param, texts[:200], where)
+
+
+@pytest.mark.parametrize("max_length,multiple", [(256, 16), (32, 8)])
+def test_json_tokenizer_gives_autotokenizers_batches(tokenizer_path, texts, max_length, multiple):
+    ours = load(tokenizer_path, max_length)
     assert isinstance(ours, JsonTokenizer)
-    theirs = AutoTokenizer.from_pretrained(model_path, model_max_length=max_length)
-    extra = {"pad_to_multiple_of": multiple} if multiple else {}
+    theirs = AutoTokenizer.from_pretrained(tokenizer_path, model_max_length=max_length)
     for start in range(0, len(texts), 7):
         batch = texts[start : start + 7]
-        a = ours(batch, padding=True, truncation="longest_first", return_tensors="np", **extra)
-        b = theirs(batch, padding=True, truncation="longest_first", return_tensors="np", **extra)
+        a = ours(batch, padding=True, truncation="longest_first", return_tensors="np", pad_to_multiple_of=multiple)
+        b = theirs(batch, padding=True, truncation="longest_first", return_tensors="np", pad_to_multiple_of=multiple)
         assert set(a) == set(b)
         for name in a:
             assert a[name].dtype == np.int64 and np.array_equal(a[name], b[name]), name
     plain = {"truncation": True, "max_length": max_length, "return_attention_mask": False, "return_token_type_ids": False}
     assert ours(texts, **plain)["input_ids"] == theirs(texts, **plain)["input_ids"]
     assert ours.model_max_length == theirs.model_max_length
+    assert (ours.padding_side, ours.pad_token_id) == (theirs.padding_side, theirs.pad_token_id)
 
 
-@pytest.mark.parametrize("config", [{"do_lower_case": False}, {"strip_accents": True}, {"tokenizer_class": "RobertaTokenizer"},
-                                    {"padding_side": "left"}, {"some_new_setting": 1}],
-                         ids=["case-differs", "accents-differ", "other-class", "left-padding", "unknown-key"])
-def test_a_config_the_file_does_not_match_goes_to_autotokenizer(model_path, tmp_path, config):
-    tokenizer = load(copy_with(model_path, tmp_path / "m", **config))
-    assert not isinstance(tokenizer, JsonTokenizer)
+def test_the_saved_tokenizer_loads_without_transformers(model_path, tmp_path, monkeypatch):
+    path = copy_with(model_path, tmp_path / "m")
+    first = load(path)
+    folder = cache_root_tokenizers() / tokenizer_key(fetcher(path))
+    assert sorted(p.name for p in folder.iterdir()) == ["settings.json", "tokenizer.json"]
+    monkeypatch.setitem(sys.modules, "transformers", None)  # importing it now fails
+    again = load(path)
+    assert isinstance(again, JsonTokenizer)
+    assert again(EDGE, truncation=True)["input_ids"] == first(EDGE, truncation=True)["input_ids"]
 
 
-def test_no_limit_is_the_tokenizers_capped_at_the_positions(model_path, tmp_path):
+def test_changed_tokenizer_files_are_saved_anew(model_path, tmp_path):
+    before = tokenizer_key(fetcher(copy_with(model_path, tmp_path / "a")))
+    assert tokenizer_key(fetcher(copy_with(model_path, tmp_path / "b"))) == before  # the bytes name it, not the folder
+    assert tokenizer_key(fetcher(copy_with(model_path, tmp_path / "c", do_lower_case=False))) != before
+
+
+def test_a_class_that_tokenises_its_own_way_is_autotokenizer_itself(model_path, tmp_path, monkeypatch):
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    assert capturable(tokenizer)
+
+    class OwnWay(type(tokenizer)):
+        def _encode_plus(self, *args, **kwargs):
+            return super()._encode_plus(*args, **kwargs)
+
+    tokenizer.__class__ = OwnWay
+    assert not capturable(tokenizer)
+    path = copy_with(model_path, tmp_path / "m", model_max_length=300)
+    monkeypatch.setattr("negmine.retrieve.tokenizer.capturable", lambda tokenizer: False)
+    theirs = load(path, None)
+    assert not isinstance(theirs, JsonTokenizer) and theirs.model_max_length == 300
+    assert not (cache_root_tokenizers() / tokenizer_key(fetcher(path))).exists()
+
+
+def test_no_limit_is_the_tokenizers_capped_at_the_positions(model_path):
     fetch = fetcher(model_path)
-    config = read_json(fetch, "tokenizer_config.json")
-    assert load_tokenizer(model_path, fetch, config, None, 512).model_max_length == min(config["model_max_length"], 512)
-    assert load_tokenizer(model_path, fetch, config, None, 100).model_max_length == 100
+    config = json.loads(Path(fetch("tokenizer_config.json")).read_text())
+    assert load_tokenizer(model_path, fetch, None, 512).model_max_length == min(config["model_max_length"], 512)
+    assert load_tokenizer(model_path, fetch, None, 100).model_max_length == 100
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
