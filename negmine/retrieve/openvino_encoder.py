@@ -34,12 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from negmine.errors import StageError
+from negmine.progress import track
 from negmine.retrieve.cache import cache_root
 
 # bump when the exported graph changes (its inputs, outputs or operations): older exports are then not read
 EXPORT_FORMAT = 1
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16"}
+EXPORT_STEPS = 4  # shown as progress while a graph is exported: model loaded, converted, checked, saved
 QUEUED_BATCHES = 3  # batches queued at once by run_batches (the one waited for and those behind it)
 
 
@@ -78,10 +80,19 @@ def exported_graph(weights: Path, config: dict, source: str | None = None) -> Pa
     graph = folder / "model.xml"
     if graph.exists() and (folder / "model.bin").exists():
         return graph
+    with track(EXPORT_STEPS, "steps", "openvino export") as bar:
+        _export(weights, config, source, folder, bar)
+    return graph
+
+
+def _export(weights: Path, config: dict, source: str | None, folder: Path, bar) -> None:
+    """Load, convert, check and save (``bar`` advanced after each: :data:`EXPORT_STEPS`)."""
     import openvino
     import torch
 
+    graph = folder / "model.xml"
     module, inputs = _traceable(weights, config, source)
+    bar.advance()
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -96,7 +107,9 @@ def exported_graph(weights: Path, config: dict, source: str | None = None) -> Pa
                 module, example_input=_example(inputs, (2, 8), padded=1, vocab=config["vocab_size"]),
                 input=[(name, [-1, -1], openvino.Type.i64) for name in inputs],
             )
+            bar.advance()
             _check(converted, module, inputs, config, weights)
+            bar.advance()
         openvino.save_model(converted, tmp / "model.xml", compress_to_fp16=False)
         try:
             os.rename(tmp, folder)
@@ -107,7 +120,7 @@ def exported_graph(weights: Path, config: dict, source: str | None = None) -> Pa
         raise StageError(f"cannot write the exported encoder to {folder}: {exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return graph
+    bar.advance()
 
 
 def _traceable(weights: Path, config: dict, source: str | None):

@@ -1,12 +1,14 @@
 """The OpenVINO encoder backend: same embeddings as sentence-transformers' within rounding, exported once,
 chosen by auto where it runs the model, part of the embeddings' cache key."""
 
+import io
 import os
 
 import numpy as np
 import pytest
 from conftest import SAMPLE, invoke
 
+from negmine import progress
 from negmine.errors import BadInputError
 from negmine.ingest import ingest
 from negmine.retrieve.backends import BACKENDS, openvino_installed, resolve_backend
@@ -167,8 +169,12 @@ def test_openvino_runs_other_architectures_as_sentence_transformers(model_path, 
     st.max_seq_length = 128
     expected = st.encode(texts, batch_size=32, normalize_embeddings=True)
     assert resolve_backend("auto", path, "float32") == "openvino"
-    model = load_model(path, 128, backend="auto")
+    log = io.StringIO()
+    with progress.reporting(progress.LogReporter(log, every=0)), progress.stage("embed"):
+        model = load_model(path, 128, backend="auto")
     assert encoder_kind(model) == "openvino"
+    # the export, once per model, is a step of the stage that needs it
+    assert [line.split(" (")[0] for line in log.getvalue().splitlines()] == [f"negmine embed openvino export: {i}/4 steps" for i in (1, 2, 3, 4, 4)]
     emb = encode(model, texts, 32)
     assert float((emb * expected).sum(1).min()) >= 0.9999
 
