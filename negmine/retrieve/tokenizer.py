@@ -48,6 +48,8 @@ def load_tokenizer(name_or_path: str, fetch, max_length: int | None, positions: 
     to ``max_length`` tokens (None: the tokenizer's own limit, capped at the model's ``positions``, as
     sentence-transformers does): a :class:`JsonTokenizer` of the saved pipeline (saved now if it is not
     yet), or transformers' ``AutoTokenizer`` where :func:`capturable` refuses the tokenizer."""
+    from tokenizers import Tokenizer
+
     folder = cache_root_tokenizers() / tokenizer_key(fetch)
     saved = _read_saved(folder)
     if saved is None:
@@ -57,13 +59,12 @@ def load_tokenizer(name_or_path: str, fetch, max_length: int | None, positions: 
         if not capturable(tokenizer):
             tokenizer.model_max_length = max_length if max_length is not None else _capped(tokenizer.model_max_length, positions)
             return tokenizer
-        saved = (tokenizer.backend_tokenizer.to_str(), {name: _setting(tokenizer, name) for name in SETTINGS})
-        _save(folder, *saved)
-    pipeline, settings = saved
-    from tokenizers import Tokenizer
-
+        pipeline, settings = tokenizer.backend_tokenizer.to_str(), {name: _setting(tokenizer, name) for name in SETTINGS}
+        _save(folder, pipeline, settings)
+        saved = Tokenizer.from_str(pipeline), settings
+    backend, settings = saved
     limit = max_length if max_length is not None else _capped(settings["model_max_length"], positions)
-    return JsonTokenizer(Tokenizer.from_str(pipeline), settings, limit)
+    return JsonTokenizer(backend, settings, limit)
 
 
 def cache_root_tokenizers() -> Path:
@@ -116,13 +117,22 @@ def _setting(tokenizer, name: str):
     return value
 
 
-def _read_saved(folder: Path) -> tuple[str, dict] | None:
-    try:
-        pipeline = (folder / "tokenizer.json").read_text(encoding="utf-8")
-        settings = json.loads((folder / "settings.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def _read_saved(folder: Path):
+    """The saved pipeline (a ``tokenizers.Tokenizer``) and settings, or None where none is saved; a folder that
+    cannot be read back (damaged, or written by hand) is removed, so that the tokenizer is saved anew."""
+    from tokenizers import Tokenizer
+
+    if not folder.exists():
         return None
-    return (pipeline, settings) if isinstance(settings, dict) and set(SETTINGS) <= set(settings) else None
+    try:
+        settings = json.loads((folder / "settings.json").read_text(encoding="utf-8"))
+        backend = Tokenizer.from_file(str(folder / "tokenizer.json")) if isinstance(settings, dict) and set(SETTINGS) <= set(settings) else None
+    except Exception:  # noqa: BLE001 (tokenizers raises a bare Exception for a file it cannot parse)
+        backend = None
+    if backend is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return backend, settings
 
 
 def _save(folder: Path, pipeline: str, settings: dict) -> None:

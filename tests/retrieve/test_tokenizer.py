@@ -113,6 +113,21 @@ def test_the_saved_tokenizer_loads_without_transformers(model_path, tmp_path, mo
     assert again(EDGE, truncation=True)["input_ids"] == first(EDGE, truncation=True)["input_ids"]
 
 
+@pytest.mark.parametrize("damage", ["truncated", "settings-missing"])
+def test_a_damaged_saved_tokenizer_is_saved_anew(model_path, tmp_path, damage):
+    path = copy_with(model_path, tmp_path / "m")
+    expected = load(path)(EDGE, truncation=True)["input_ids"]
+    folder = cache_root_tokenizers() / tokenizer_key(fetcher(path))
+    if damage == "truncated":
+        (folder / "tokenizer.json").write_text((folder / "tokenizer.json").read_text()[:1000])
+    else:
+        (folder / "settings.json").unlink()
+    again = load(path)
+    assert isinstance(again, JsonTokenizer) and again(EDGE, truncation=True)["input_ids"] == expected
+    assert sorted(p.name for p in folder.iterdir()) == ["settings.json", "tokenizer.json"]  # repaired
+    assert load(path)(EDGE, truncation=True)["input_ids"] == expected
+
+
 def test_changed_tokenizer_files_are_saved_anew(model_path, tmp_path):
     before = tokenizer_key(fetcher(copy_with(model_path, tmp_path / "a")))
     assert tokenizer_key(fetcher(copy_with(model_path, tmp_path / "b"))) == before  # the bytes name it, not the folder
