@@ -190,6 +190,31 @@ def overlap(st_out: Path, run: Path, pairs_file: Path) -> dict:
     }
 
 
+def negative_sets(tool: str, out: Path) -> dict:
+    """Each (query, positive)'s set of negatives in one run's output: negmine's ids, sentence-transformers' texts."""
+    import pyarrow.parquet as pq
+
+    sets: dict[tuple, set] = {}
+    if tool == "negmine":
+        for r in pq.read_table(out / "negatives_topk.parquet", columns=["query_id", "pos_id", "neg_id"]).to_pylist():
+            sets.setdefault((r["query_id"], r["pos_id"]), set()).add(r["neg_id"])
+    else:
+        for row in pq.read_table(out).to_pylist():
+            sets.setdefault((row["query"], row["positive"]), set()).update(row[c] for c in row if c.startswith("negative"))
+    return sets
+
+
+def repeat_agreement(tool: str, outs: list[Path]) -> list[int]:
+    """For runs 2, 3, …: how many (query, positive) pairs got other negatives than in run 1 (0 everywhere:
+    the runs agree; a deterministic tool should give 0)."""
+    first = negative_sets(tool, outs[0])
+    differing = []
+    for out in outs[1:]:
+        sets = negative_sets(tool, out)
+        differing.append(sum(first.get(key) != neg for key, neg in sets.items()) + len(first.keys() - sets.keys()))
+    return differing
+
+
 def embed_stats(run: Path) -> dict:
     """The embed stage's stats in a negmine run's manifest.json (precision, encoder, backend where recorded)."""
     try:
@@ -278,6 +303,7 @@ def main() -> None:
             results[(tool, precision)].append((wall, rss))
             print(f"run {i + 1} {tool} {precision}: {wall:.1f} s, peak RSS {rss:.0f} MB", flush=True)
 
+    repeats = {c: repeat_agreement(c[0], [paths(*c, i) for i in range(args.runs)]) for c in configs}
     agreement = {}
     for r in rows:
         pair = (resolved[r], ROWS[r][2])
@@ -294,7 +320,7 @@ def main() -> None:
         st_argv(work, model, st_rerun_precision, work / "st-rerun.parquet", RERUN_NEGATIVES, st_cache(st_rerun_precision)), work / "st-rerun.log")
     st_hits = json.loads(st_rerun_out.strip().splitlines()[-1])["cached_files"]
 
-    text = report(args, model_name, info, rows, resolved, results, agreement, paths,
+    text = report(args, model_name, info, rows, resolved, results, agreement, repeats, paths,
                   (nm_precision, nm_rerun_wall, nm_rerun_rss, reran), (st_rerun_precision, st_rerun_wall, st_rerun_rss, st_hits))
     print(text)
     name = "vs_sentence_transformers" + (f"_{args.model}" if args.model != "minilm" else "") + (f"_{args.max_docs}docs" if args.max_docs is not None else "")
@@ -310,7 +336,8 @@ def main() -> None:
     print(f"written to {out}")
 
 
-def report(args, model_name: str, info: dict, rows: list[str], resolved: dict, results: dict, agreement: dict, paths, nm_rerun: tuple, st_rerun: tuple) -> str:
+def report(args, model_name: str, info: dict, rows: list[str], resolved: dict, results: dict, agreement: dict, repeats: dict, paths,
+           nm_rerun: tuple, st_rerun: tuple) -> str:
     """The markdown: workload and host, the rows, every configuration's runs, the cached reruns."""
     nm, st = TOOLS
     med = {c: (statistics.median(w for w, _ in v), statistics.median(r for _, r in v)) for c, v in results.items()}
@@ -343,6 +370,10 @@ def report(args, model_name: str, info: dict, rows: list[str], resolved: dict, r
     for (p, st_precision), a in agreement.items():
         lines.append(f"- negmine {p} vs ST {st_precision}: {a['pairs_compared']} pairs compared, mean overlap {a['mean_overlap']:.3f}, "
                      f"identical sets {a['identical_sets']} (ST rows {a['st_rows']}, negmine pairs {a['negmine_pairs']})")
+    if args.runs > 1:
+        lines += ["", "Every run against run 1 of the same configuration ((query, positive) pairs whose negatives differ, runs 2, 3, …):", ""]
+        for (tool, precision), differing in sorted(repeats.items(), key=lambda item: (TOOLS.index(item[0][0]), item[0][1] != "float32")):
+            lines.append(f"- {tool} {precision}: {', '.join(map(str, differing))}" + (" (every run the same)" if not any(differing) else ""))
     (nm_p, nm_wall, nm_rss, reran), (st_p, st_wall, st_rss, st_hits) = nm_rerun, st_rerun
     st_again = (f"model load, search and sampling; embeddings read from {len(st_hits)} cached file(s)" if st_hits
                 else "everything (no cached embeddings found)")
