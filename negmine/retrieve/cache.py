@@ -5,6 +5,9 @@ transformers built (``tokenizers/``, negmine.retrieve.tokenizer)."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 CACHE_ENV = "NEGMINE_CACHE_DIR"
@@ -17,3 +20,21 @@ def cache_root() -> Path:
         return Path(given).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "negmine"
+
+
+def publish(folder: Path, fill: Callable[[Path], None]) -> None:
+    """``fill(tmp)`` writes a temporary folder beside ``folder``, which is then renamed to ``folder``: a
+    reader sees the whole folder or none, however the writer ends. Where another process published
+    ``folder`` first, theirs is kept (it holds the same thing). An OSError (a cache that cannot be
+    written) is raised for the caller to decide on; the temporary folder is removed in every case."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        fill(tmp)
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not folder.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

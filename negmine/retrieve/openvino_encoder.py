@@ -24,9 +24,6 @@ import functools
 import hashlib
 import itertools
 import json
-import os
-import shutil
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -35,7 +32,7 @@ import numpy as np
 
 from negmine.errors import StageError
 from negmine.progress import track
-from negmine.retrieve.cache import cache_root
+from negmine.retrieve.cache import cache_root, publish
 
 # bump when the exported graph changes (its inputs, outputs or operations): older exports are then not read
 EXPORT_FORMAT = 1
@@ -90,15 +87,10 @@ def _export(weights: Path, config: dict, source: str | None, folder: Path, bar) 
     import openvino
     import torch
 
-    graph = folder / "model.xml"
     module, inputs = _traceable(weights, config, source)
     bar.advance()
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    except OSError as exc:
-        raise StageError(f"cannot write the exported encoder under {folder.parent}: {exc}") from None
-    try:
+
+    def fill(tmp: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             # the converter traces with TorchScript, which torch now marks deprecated on every call
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
@@ -111,15 +103,11 @@ def _export(weights: Path, config: dict, source: str | None, folder: Path, bar) 
             _check(converted, module, inputs, config, weights)
             bar.advance()
         openvino.save_model(converted, tmp / "model.xml", compress_to_fp16=False)
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # another process saved it first: theirs is the same graph
-            if not graph.exists():
-                raise
+
+    try:
+        publish(folder, fill)
     except OSError as exc:
         raise StageError(f"cannot write the exported encoder to {folder}: {exc}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     bar.advance()
 
 

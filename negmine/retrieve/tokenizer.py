@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from negmine.retrieve.cache import cache_root
+from negmine.retrieve.cache import cache_root, publish
 
 # bump when what is saved changes: older folders are then not read
 CAPTURE_FORMAT = 1
@@ -136,21 +134,17 @@ def _read_saved(folder: Path):
 
 
 def _save(folder: Path, pipeline: str, settings: dict) -> None:
-    """Written to a temporary folder and renamed into place; a cache that cannot be written is skipped
-    (the tokenizer is then built by transformers again next time)."""
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    except OSError:
-        return
-    try:
+    """Published whole (negmine.retrieve.cache.publish); a cache that cannot be written is skipped (the
+    tokenizer is then built by transformers again next time)."""
+
+    def fill(tmp: Path) -> None:
         (tmp / "tokenizer.json").write_text(pipeline, encoding="utf-8")
         (tmp / "settings.json").write_text(json.dumps(settings, sort_keys=True), encoding="utf-8")
-        os.rename(tmp, folder)
-    except OSError:  # not writable, or another process saved it first (the same bytes)
+
+    try:
+        publish(folder, fill)
+    except OSError:
         pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _capped(limit, positions: int | None) -> int:
