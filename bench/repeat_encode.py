@@ -60,7 +60,7 @@ def main() -> None:
     model, name = bench_model(args.model)
     work = Path(args.work or tempfile.mkdtemp(prefix="negmine-repeat-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"{name}, {args.precision}, backend {args.backend}, first {args.max_docs} documents of {args.data}; {describe()}", flush=True)
+    print(f"{name}, {args.precision}, backend {args.backend}, {'longest' if args.longest else 'first'} {args.max_docs} documents of {args.data}; {describe()}", flush=True)
 
     def encoded(backend: str, out: Path) -> np.ndarray:
         subprocess.run([sys.executable, "-c", ONE_RUN, args.data, model, args.precision, backend, str(args.max_docs),
