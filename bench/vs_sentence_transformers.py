@@ -171,9 +171,7 @@ def overlap(st_out: Path, run: Path, pairs_file: Path) -> dict:
     ids_of: dict[str, set] = {}
     for r in pq.read_table(st_out.parent / "corpus.parquet").to_pylist():
         ids_of.setdefault(r["text"], set()).add(r["doc_id"])
-    mine: dict[tuple, set] = {}
-    for r in pq.read_table(run / "negatives_topk.parquet", columns=["query_id", "pos_id", "neg_id"]).to_pylist():
-        mine.setdefault((r["query_id"], r["pos_id"]), set()).add(r["neg_id"])
+    mine = negative_sets("negmine", run)
     fractions = []
     for row in pq.read_table(st_out).to_pylist():
         key = pair_ids.get((row["query"], row["positive"]))

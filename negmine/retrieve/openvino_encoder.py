@@ -108,6 +108,8 @@ def _export(weights: Path, config: dict, source: str | None, folder: Path, bar) 
         publish(folder, fill)
     except OSError as exc:
         raise StageError(f"cannot write the exported encoder to {folder}: {exc}") from None
+    if not (folder / "model.xml").exists():  # a folder of that name was there already, without the graph
+        raise StageError(f"cannot write the exported encoder to {folder}: a folder without model.xml is in the way")
     bar.advance()
 
 

@@ -220,3 +220,21 @@ def test_an_export_that_differs_from_torch_is_refused_and_not_cached(model_path,
         openvino_encoder.exported_graph(path / "model.safetensors", config, str(path))
     assert not (cache_root() / "openvino" / openvino_encoder.export_key(path / "model.safetensors", config)).exists()
     assert not [p for p in (cache_root() / "openvino").iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_a_folder_in_the_way_of_an_export_is_reported_and_left_alone(model_path, tmp_path):
+    import json
+    from pathlib import Path
+
+    from negmine.errors import StageError
+    from negmine.retrieve import openvino_encoder
+
+    path = Path(architecture(model_path, tmp_path / "bert", "bert", seed=2))  # weights no other test exported
+    config = json.loads((path / "config.json").read_text())
+    folder = cache_root() / "openvino" / openvino_encoder.export_key(path / "model.safetensors", config)
+    folder.mkdir(parents=True)
+    (folder / "stray.txt").write_text("not a graph")
+    with pytest.raises(StageError, match="without model.xml is in the way"):
+        openvino_encoder.exported_graph(path / "model.safetensors", config, str(path))
+    assert os.listdir(folder) == ["stray.txt"]
+    assert not [p for p in (cache_root() / "openvino").iterdir() if p.name.startswith(".")]  # no temporary folder left
